@@ -28,9 +28,24 @@ def _sources(pattern: str) -> list[str]:
     return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "csrc", pattern)))
 
 
+def _cuda_library_includes() -> list[str]:
+    """Headers of the pip-installed CUDA libraries (cuSPARSE, cuBLAS, ...) that torch's CUDA headers include.
+
+    A CUDA torch from pip ships them under site-packages/nvidia/*/include rather than in CUDA_HOME.
+    """
+    import site
+
+    roots = site.getsitepackages() + [site.getusersitepackages()]
+    found = []
+    for root in roots:
+        found += glob.glob(os.path.join(root, "nvidia", "cu*", "include"))
+        found += glob.glob(os.path.join(root, "nvidia", "*", "include"))
+    return sorted(set(p for p in found if os.path.isdir(p)))
+
+
 def _extension():
     cpu_sources = [s for s in _sources("*.cpp") if not s.endswith("_cuda.cpp")]
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]
     if not _cuda_wanted():
         return CppExtension("mrt_kernels._C", cpu_sources, extra_compile_args={"cxx": cxx_flags},
                             extra_link_args=["-fopenmp"])
@@ -38,7 +53,7 @@ def _extension():
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", " ".join(f"{a[0]}.{a[1:]}" for a in archs.replace(",", ";").split(";")))
     nvcc_flags = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
     return CUDAExtension("mrt_kernels._C", cpu_sources + _sources("*_cuda.cpp") + _sources("*.cu"),
-                         define_macros=[("MRT_WITH_CUDA", "1")],
+                         define_macros=[("MRT_WITH_CUDA", "1")], include_dirs=_cuda_library_includes(),
                          extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags}, extra_link_args=["-fopenmp"])
 
 
