@@ -1,0 +1,11 @@
+"""Llama-family decoders (Llama 3.x, Qwen2/2.5, Qwen3) loaded from Hugging Face folders; one module for packed
+training forwards and paged-KV-cache generation."""
+from .attention_metadata import PackedMetadata, PagedMetadata
+from .causal_lm import CausalLM, load_model
+from .config import ARCHITECTURES, ModelConfig
+from .hf_checkpoint import CheckpointError
+from .packing import packed_metadata, packed_positions
+from .tokenizer import load_tokenizer
+
+__all__ = ["ARCHITECTURES", "CausalLM", "CheckpointError", "ModelConfig", "PackedMetadata", "PagedMetadata",
+           "load_model", "load_tokenizer", "packed_metadata", "packed_positions"]

@@ -1,0 +1,94 @@
+"""Self-attention of one decoder layer, in the two modes of the model.
+
+Projections (N, d) -> q (N, Hq, D), k, v (N, Hkv, D); Qwen3 applies an RMSNorm over D to each q and k head; then rope;
+then, with `Hq = g * Hkv` (GQA: query head h reads key/value head h // g) and scale = D^-1/2:
+- packed (`PackedMetadata`): causal attention within each packed sequence, no padding. flash-attn's varlen kernel on
+  CUDA for fp16/bf16 when `import flash_attn` works; otherwise torch SDPA per sequence (its flash / memory-efficient
+  kernels on a GPU, the fused CPU kernel here), which never builds an (N, N) mask;
+- paged (`PagedMetadata`): the new K/V go into this layer's cache through the slot mapping (`store_kv`), then
+  `paged_attention` reads the whole context (cached prefix + new tokens) from the block tables.
+Output: o_proj of the (N, Hq * D) attention result.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention_metadata import PackedMetadata, PagedMetadata
+from .config import ModelConfig
+from .layers import RMSNorm
+from .rope import apply_rope
+
+
+@functools.lru_cache(maxsize=None)
+def _flash_attn_varlen():
+    """flash_attn_varlen_func, or None where flash-attn does not import (its compiled module is missing on CPUs)."""
+    try:
+        from flash_attn import flash_attn_varlen_func
+    except Exception:  # ImportError, or a build against another torch
+        return None
+    return flash_attn_varlen_func
+
+
+def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn: PackedMetadata,
+                     spans: list[tuple[int, int]], scale: float) -> torch.Tensor:
+    """q (N, Hq, D), k/v (N, Hkv, D) -> (N, Hq, D), causal within each span [start, end) of the packed batch."""
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        flash = _flash_attn_varlen()
+        if flash is not None:
+            cu = attn.cu_seqlens.to(device=q.device, dtype=torch.int32)
+            return flash(q, k, v, cu, cu, attn.max_seqlen, attn.max_seqlen, softmax_scale=scale, causal=True)
+    gqa = q.shape[1] != k.shape[1]
+    outs = []
+    for start, end in spans:
+        # (1, H, L, D) views of one sequence
+        qs, ks, vs = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+        o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale, enable_gqa=gqa)
+        outs.append(o[0].transpose(0, 1))                   # (L, Hq, D)
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+
+def paged_attention_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn: PagedMetadata,
+                          k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float) -> torch.Tensor:
+    """Store the new k/v (N, Hkv, D) in this layer's cache, then attend q (N, Hq, D) to each sequence's context."""
+    from mrt_kernels.kv_cache import store_kv
+    from mrt_kernels.paged_attention import paged_attention
+    store_kv(k, v, k_cache, v_cache, attn.slot_mapping)
+    return paged_attention(q, k_cache, v_cache, attn.block_tables, attn.context_lens, attn.cu_seqlens_q,
+                           attn.max_seqlen_q, attn.max_context_len, scale=scale)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        d, hq, hkv, hd = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = hq, hkv, hd
+        self.scale = hd ** -0.5
+        self.q_proj = nn.Linear(d, hq * hd, bias=config.qkv_bias)
+        self.k_proj = nn.Linear(d, hkv * hd, bias=config.qkv_bias)
+        self.v_proj = nn.Linear(d, hkv * hd, bias=config.qkv_bias)
+        self.o_proj = nn.Linear(hq * hd, d, bias=config.o_bias)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(hd, config.rms_norm_eps)
+            self.k_norm = RMSNorm(hd, config.rms_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: PackedMetadata | PagedMetadata,
+                spans: list[tuple[int, int]] | None, kv_layer: tuple[torch.Tensor, torch.Tensor] | None
+                ) -> torch.Tensor:
+        n = x.shape[0]
+        q = self.q_proj(x).view(n, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(n, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(n, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_layer is None:
+            o = packed_attention(q, k, v, attn, spans, self.scale)
+        else:
+            o = paged_attention_layer(q, k, v, attn, kv_layer[0], kv_layer[1], self.scale)
+        return self.o_proj(o.reshape(n, self.num_heads * self.head_dim))

@@ -1,0 +1,260 @@
+"""Paged attention: the new tokens of B sequences attend, causally, to keys and values kept in a paged KV cache.
+
+Definition. Sequence b has context_lens[b] positions; its q_len_b = cu_seqlens_q[b+1] - cu_seqlens_q[b] new tokens
+are the last ones: the j-th sits at position context_lens[b] - q_len_b + j and attends to key positions 0..that
+position. Position p of sequence b is in cache block block_tables[b, p // block_size], slot p % block_size. The new
+tokens' K/V are already in the cache (store_kv first). So prefill (with or without a cached prefix, which may end
+inside a block) and decode (q_len 1) are one op. GQA: query head h reads KV head h // (Hq / Hkv).
+
+    out[n, h] = sum_p softmax_p(scale * q[n, h] . K[p, h // G]) V[p, h // G]     over the visible positions p
+
+Backends (no backward: generation only, so no autograd.Function):
+- "triton": the project's own kernel (_paged_attention_triton.py), any block size, fp32 / fp16 / bf16;
+- "flash_attn": flash-attn's flash_attn_with_kvcache (decode) / flash_attn_varlen_func (prefill) where
+  `import flash_attn` works, for fp16 / bf16 and block sizes that are multiples of 256 (flash-attn 2's page size);
+- "sdpa": gather the blocks into padded (B, Hkv, L, D) tensors, then torch's scaled_dot_product_attention with a
+  bottom-right causal mask (the CPU path; runs on any device);
+- "reference": gather per sequence, then attention written out plainly (the definition).
+The global names are aliases here: "cpp" is the CPU path "sdpa" (torch's C++ kernels), "cuda" is "flash_attn"
+(compiled CUDA). Auto: flash_attn, then triton, then sdpa on a GPU; sdpa on the CPU.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+from ._backend import BackendError, unavailable_reason
+
+__all__ = ["paged_attention", "paged_attention_ref", "PAGED_ATTENTION_BACKENDS"]
+
+PAGED_ATTENTION_BACKENDS = ("flash_attn", "triton", "sdpa", "reference")
+_ALIASES = {"cpp": "sdpa", "cuda": "flash_attn"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reference: the definition.
+
+def paged_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+                        context_lens: torch.Tensor, cu_seqlens_q: torch.Tensor, max_seqlen_q: int,
+                        max_context_len: int, *, scale: float) -> torch.Tensor:
+    """Per sequence: gather its blocks into contiguous K/V, then dense causal attention in q's dtype (softmax in at
+    least fp32, as eager attention in the models does)."""
+    n_tokens, num_q_heads, head_dim = q.shape
+    block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
+    group = num_q_heads // num_kv_heads
+    out = torch.empty_like(q)
+    cu, ctx_lens = cu_seqlens_q.tolist(), context_lens.tolist()
+    for b, ctx in enumerate(ctx_lens):
+        q0, q1 = cu[b], cu[b + 1]
+        if q1 == q0:
+            continue
+        blocks = block_tables[b, :-(-ctx // block_size)].long()
+        k = k_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:ctx].repeat_interleave(group, dim=1)  # (L, Hq, D)
+        v = v_cache[blocks].reshape(-1, num_kv_heads, head_dim)[:ctx].repeat_interleave(group, dim=1)
+        scores = torch.einsum("qhd,khd->hqk", q[q0:q1], k) * scale                                  # (Hq, q_len, L)
+        q_pos = ctx - (q1 - q0) + torch.arange(q1 - q0, device=q.device)
+        hidden = torch.arange(ctx, device=q.device)[None, :] > q_pos[:, None]                       # (q_len, L)
+        scores = scores.masked_fill(hidden, float("-inf"))
+        probs = scores.softmax(-1, dtype=torch.promote_types(q.dtype, torch.float32)).to(q.dtype)
+        out[q0:q1] = torch.einsum("hqk,khd->qhd", probs, v)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Kernels: the Triton one lives in _paged_attention_triton.py (imported lazily: it needs Triton); the others here.
+
+def _paged_attention_sdpa(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q,
+                          max_context_len, scale):
+    n_tokens, num_q_heads, head_dim = q.shape
+    num_blocks, block_size, num_kv_heads, _ = k_cache.shape
+    group = num_q_heads // num_kv_heads
+    batch = context_lens.shape[0]
+    if n_tokens == 0 or batch == 0:
+        return torch.empty_like(q)
+    dev, tq, length = q.device, max_seqlen_q, max_context_len
+    nb = -(-length // block_size)
+    blocks = block_tables[:, :nb].reshape(-1).long()                                  # (B * nb,)
+    k = k_cache.index_select(0, blocks).view(batch, nb * block_size, num_kv_heads, head_dim)[:, :length]
+    v = v_cache.index_select(0, blocks).view(batch, nb * block_size, num_kv_heads, head_dim)[:, :length]
+    q_lens = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).long()                            # (B,)
+    decode = tq == 1 and n_tokens == batch
+    if decode:                                                                        # one token per sequence
+        q_pad = q.view(batch, 1, num_q_heads, head_dim)
+    else:                                                                             # scatter into (B, Tq, Hq, D)
+        seq = torch.repeat_interleave(torch.arange(batch, device=dev), q_lens, output_size=n_tokens)    # (N,)
+        row = seq * tq + torch.arange(n_tokens, device=dev) - cu_seqlens_q.long()[seq]                  # (N,)
+        q_pad = q.new_zeros(batch * tq, num_q_heads, head_dim).index_copy_(0, row, q)
+        q_pad = q_pad.view(batch, tq, num_q_heads, head_dim)
+    # GQA without copying K/V: the G query heads of a KV head become G x Tq query rows of that head.
+    qg = q_pad.view(batch, tq, num_kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
+    qg = qg.reshape(batch, num_kv_heads, group * tq, head_dim)                        # (B, Hkv, G*Tq, D)
+    # Bottom-right causal mask; padded query rows are clamped to position 0 so none is fully hidden (they are dropped).
+    q_pos = context_lens.long()[:, None] - q_lens[:, None] + torch.arange(tq, device=dev)[None, :]   # (B, Tq)
+    visible = torch.arange(length, device=dev)[None, None, :] <= q_pos.clamp(min=0)[:, :, None]     # (B, Tq, L)
+    visible = visible[:, None, None].expand(batch, 1, group, tq, length).reshape(batch, 1, group * tq, length)
+    out = F.scaled_dot_product_attention(qg, k.transpose(1, 2), v.transpose(1, 2), attn_mask=visible,
+                                         scale=scale)                                 # (B, Hkv, G*Tq, D)
+    out = out.view(batch, num_kv_heads, group, tq, head_dim).permute(0, 3, 1, 2, 4)
+    out = out.reshape(batch * tq, num_q_heads, head_dim)                              # (B*Tq, Hq, D)
+    return out if decode else out.index_select(0, row)
+
+
+def _paged_attention_flash(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q,
+                           max_context_len, scale):
+    from flash_attn import flash_attn_varlen_func, flash_attn_with_kvcache
+
+    if max_seqlen_q == 1 and q.shape[0] == context_lens.shape[0]:    # pure decode: one token per sequence
+        return flash_attn_with_kvcache(q.unsqueeze(1), k_cache, v_cache, cache_seqlens=context_lens,
+                                       block_table=block_tables, softmax_scale=scale, causal=True).squeeze(1)
+    # flash-attn 2 aligns the causal mask bottom-right when q is shorter than k, as this op defines it.
+    cu_seqlens_k = F.pad(context_lens.cumsum(0, dtype=torch.int32), (1, 0))
+    return flash_attn_varlen_func(q, k_cache, v_cache, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_context_len,
+                                  softmax_scale=scale, causal=True, block_table=block_tables)
+
+
+@functools.lru_cache(maxsize=None)
+def _flash_attn_error() -> str | None:
+    try:
+        import flash_attn  # noqa: F401  (a Python-only install fails here, at its compiled module)
+    except Exception as exc:
+        return f"flash_attn is not importable ({exc})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Launcher: checks, then backend choice.
+
+def _unavailable(backend: str, q: torch.Tensor, block_size: int) -> str | None:
+    if backend in ("reference", "sdpa"):
+        return None
+    if backend == "triton":
+        reason = unavailable_reason("triton", q.device, triton_ok=True)
+        if reason is None and q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            reason = f"the Triton kernel takes fp32 / fp16 / bf16, not {q.dtype}"
+        return reason
+    if backend == "flash_attn":
+        if q.device.type != "cuda":
+            return f"flash-attn runs on CUDA tensors, these are on {q.device}"
+        if _flash_attn_error() is not None:
+            return _flash_attn_error()
+        if q.dtype not in (torch.float16, torch.bfloat16):
+            return f"flash-attn takes fp16 / bf16, not {q.dtype}"
+        if block_size % 256 != 0:
+            return f"flash-attn 2 needs blocks of a multiple of 256 tokens, the cache has {block_size}"
+        if q.shape[2] % 8 != 0 or q.shape[2] > 256:
+            return f"flash-attn needs a head dim that is a multiple of 8 and at most 256, not {q.shape[2]}"
+        return None
+    raise BackendError(f"paged_attention: unknown backend {backend!r}; choose one of {PAGED_ATTENTION_BACKENDS} "
+                       f"(or the aliases {sorted(_ALIASES)})")
+
+
+def _select(q: torch.Tensor, block_size: int, requested: str | None) -> str:
+    if requested is None:
+        requested = os.environ.get("MRT_KERNELS_BACKEND") or None
+    if requested is not None:
+        name = _ALIASES.get(requested, requested)
+        reason = _unavailable(name, q, block_size)
+        if reason is not None:
+            raise BackendError(f"paged_attention: backend {requested!r} is not available: {reason}")
+        return name
+    order = ("flash_attn", "triton", "sdpa") if q.device.type == "cuda" else ("sdpa",)
+    return next(b for b in order + ("reference",) if _unavailable(b, q, block_size) is None)
+
+
+def _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len, scale):
+    named = dict(q=q, k_cache=k_cache, v_cache=v_cache, block_tables=block_tables, context_lens=context_lens,
+                 cu_seqlens_q=cu_seqlens_q)
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"paged_attention: {name} must be a tensor, got {type(t).__name__}")
+    if q.dim() != 3 or not q.is_floating_point():
+        raise ValueError(f"paged_attention: q must be a float (N, Hq, D) tensor, got {tuple(q.shape)} {q.dtype}")
+    n_tokens, num_q_heads, head_dim = q.shape
+    if k_cache.dim() != 4 or k_cache.shape[3] != head_dim:
+        raise ValueError(f"paged_attention: k_cache must be (num_blocks, block_size, Hkv, {head_dim}), "
+                         f"got {tuple(k_cache.shape)}")
+    if v_cache.shape != k_cache.shape:
+        raise ValueError(f"paged_attention: v_cache shape {tuple(v_cache.shape)} differs from k_cache "
+                         f"{tuple(k_cache.shape)}")
+    if num_q_heads % k_cache.shape[2] != 0:
+        raise ValueError(f"paged_attention: q has {num_q_heads} heads, not a multiple of the cache's "
+                         f"{k_cache.shape[2]} KV heads (k_cache)")
+    for name in ("k_cache", "v_cache"):
+        if named[name].dtype != q.dtype:
+            raise ValueError(f"paged_attention: {name} dtype {named[name].dtype} differs from q dtype {q.dtype}")
+        if named[name].stride(-1) != 1:
+            raise ValueError(f"paged_attention: {name} must be contiguous in its last dim")
+    for name, t in named.items():
+        if t.device != q.device:
+            raise ValueError(f"paged_attention: {name} is on {t.device}, q on {q.device}")
+    if block_tables.dim() != 2 or block_tables.dtype != torch.int32:
+        raise ValueError(f"paged_attention: block_tables must be (B, max_blocks) int32, got "
+                         f"{tuple(block_tables.shape)} {block_tables.dtype}")
+    batch = block_tables.shape[0]
+    if context_lens.shape != (batch,) or context_lens.dtype != torch.int32:
+        raise ValueError(f"paged_attention: context_lens must be ({batch},) int32, got {tuple(context_lens.shape)} "
+                         f"{context_lens.dtype}")
+    if cu_seqlens_q.shape != (batch + 1,) or cu_seqlens_q.dtype != torch.int32:
+        raise ValueError(f"paged_attention: cu_seqlens_q must be ({batch + 1},) int32, got "
+                         f"{tuple(cu_seqlens_q.shape)} {cu_seqlens_q.dtype}")
+    for name, x in (("max_seqlen_q", max_seqlen_q), ("max_context_len", max_context_len)):
+        if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+            raise ValueError(f"paged_attention: {name} must be an int >= 0, got {x!r}")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"paged_attention: scale must be a finite float > 0, got {scale!r}")
+    # Value checks where the metadata is on the CPU; on a GPU they would cost a device sync per step.
+    if q.device.type != "cpu":
+        return
+    cu, ctx = cu_seqlens_q.long(), context_lens.long()
+    q_lens = cu[1:] - cu[:-1]
+    if int(cu[0]) != 0 or int(cu[-1]) != n_tokens or bool((q_lens < 0).any()):
+        raise ValueError(f"paged_attention: cu_seqlens_q must rise from 0 to N = {n_tokens}, got {cu.tolist()}")
+    if batch and int(q_lens.max()) > max_seqlen_q:
+        raise ValueError(f"paged_attention: max_seqlen_q = {max_seqlen_q} < the longest query run "
+                         f"{int(q_lens.max())}")
+    if bool((ctx < q_lens).any()):
+        b = int((ctx < q_lens).nonzero()[0])
+        raise ValueError(f"paged_attention: context_lens[{b}] = {int(ctx[b])} < its {int(q_lens[b])} new tokens")
+    if batch and int(ctx.max()) > max_context_len:
+        raise ValueError(f"paged_attention: max_context_len = {max_context_len} < context_lens max {int(ctx.max())}")
+    block_size = k_cache.shape[1]
+    if bool((ctx > block_tables.shape[1] * block_size).any()):
+        raise ValueError(f"paged_attention: context_lens exceed block_tables' {block_tables.shape[1]} blocks of "
+                         f"{block_size}")
+    used = torch.arange(block_tables.shape[1])[None, :] < (ctx[:, None] + block_size - 1) // block_size
+    entries = block_tables[used]
+    if entries.numel() and (int(entries.min()) < 0 or int(entries.max()) >= k_cache.shape[0]):
+        raise ValueError(f"paged_attention: block_tables holds blocks outside [0, {k_cache.shape[0]})")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Public function.
+
+def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+                    context_lens: torch.Tensor, cu_seqlens_q: torch.Tensor, max_seqlen_q: int, max_context_len: int,
+                    *, scale: float, backend: str | None = None) -> torch.Tensor:
+    """Causal attention of the N new tokens q (N, Hq, D) against the paged cache; returns (N, Hq, D) in q's dtype.
+
+    k_cache / v_cache: (num_blocks, block_size, Hkv, D), Hq a multiple of Hkv; block_tables (B, max_blocks) int32;
+    context_lens (B,) int32 (cached + new tokens); cu_seqlens_q (B+1,) int32; max_seqlen_q / max_context_len: ints
+    bounding q_len_b / context_lens (they size grids and buffers without a device sync). backend: see the module
+    docstring.
+    """
+    _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len, scale)
+    which = _select(q, k_cache.shape[1], backend)
+    args = (q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len)
+    if which == "reference":
+        return paged_attention_ref(*args, scale=scale)
+    if which == "sdpa":
+        return _paged_attention_sdpa(*args, float(scale))
+    if which == "flash_attn":
+        return _paged_attention_flash(*args, float(scale))
+    from ._paged_attention_triton import paged_attention_triton
+
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    return paged_attention_triton(q, *args[1:], float(scale))
