@@ -157,6 +157,7 @@ def main():
     ap.add_argument("--size", choices=sorted(SIZES), default="cpu")
     ap.add_argument("--only", nargs="*", help="run only these methods")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help="JSON path (default bench_results/logprobs_<size>.json)")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.size)))
@@ -188,8 +189,8 @@ def main():
         print(f"{r['method']:<20}{r['time_s']:>9.2f}{r.get('time_vs_naive', float('nan')):>9.2f}"
               f"{r['peak_extra_gb']:>9.2f}{r.get('mem_vs_naive', float('nan')):>9.2f}{r['workspace_gb']:>9.2f}"
               f"{r.get('matmul_rate', float('nan')):>9.2f}")
-    os.makedirs("bench_results", exist_ok=True)
-    out = os.path.join("bench_results", f"logprobs_{args.size}.json")
+    out = args.out or os.path.join("bench_results", f"logprobs_{args.size}.json")
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out, "w") as f:
         json.dump({"size": args.size, **cfg, "results": rows}, f, indent=2)
     print(f"wrote {out}")

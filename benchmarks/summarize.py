@@ -1,0 +1,39 @@
+"""Print one table from the JSON files the benchmarks wrote: one block per file, one line per measured row.
+
+Each benchmark writes {..., "rows" | "results": [ {column: value}, ... ]}; columns are printed as found, so a new
+benchmark needs no change here.   usage: python benchmarks/summarize.py bench_results/*.json
+"""
+import json
+import sys
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summarize(path: str) -> None:
+    with open(path) as f:
+        data = json.load(f)
+    rows = data.get("rows") or data.get("results") or []
+    header = {k: v for k, v in data.items() if k not in ("rows", "results") and not isinstance(v, (list, dict))}
+    print(f"\n## {path}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in header.items()))
+    if not rows:
+        print("(no rows)")
+        return
+    cols = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], (list, dict))))
+    cells = [[_fmt(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print(" | ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for row in cells:
+        print(" | ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+if __name__ == "__main__":
+    for p in sys.argv[1:]:
+        try:
+            summarize(p)
+        except (OSError, ValueError) as exc:
+            print(f"\n## {p}: unreadable ({exc})")

@@ -1,0 +1,448 @@
+"""The run's configuration: one tree of dataclasses, validated on construction.
+
+Sources, in order: the dataclass defaults (which ARE the embedded default, `configs/tiny_mrt.yaml`), a YAML preset,
+then dotted command-line overrides (`--rl.alpha 0.5` or `--rl.alpha=0.5`; a bare `--checkpoint.resume` sets a bool to
+true). Every value is parsed to its field's type; an unknown key or a bad value raises ConfigError naming the dotted
+key. The resolved config is written with the run (`Config.save`) and reads back to an equal Config.
+
+Paths starting with `mrt:` are relative to the `mrt` package (the embedded model: `mrt:assets/tiny_model`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+
+import yaml
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+R1_TERMINATION_TEXT = ("Time is up.\n\nGiven the time I've spent and the approaches I've tried, I should stop thinking "
+                       "and formulate a final answer based on what I already have.\n</think>\n\n"
+                       "The final answer is $\\boxed{")
+R1_MARKERS = ["Wait", "But wait", "Alternatively", "Is there another way to think about this?",
+              "But let me double-check", "But hold on"]
+
+
+class ConfigError(ValueError):
+    """A bad config key or value; the message starts with the dotted key."""
+
+
+def resolve_path(path: str | None) -> str | None:
+    """`mrt:REL` -> the file REL inside the mrt package; other paths unchanged (user home expanded)."""
+    if path is None:
+        return None
+    if path.startswith("mrt:"):
+        return os.path.join(PACKAGE_DIR, path[4:])
+    return os.path.expanduser(path)
+
+
+def _need(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def _choice(value, key: str, choices) -> None:
+    _need(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    path: str = "mrt:assets/tiny_model"   # Hugging Face folder (config.json + *.safetensors + tokenizer files)
+    tokenizer_path: str | None = None     # None: the model folder
+    dtype: str = "float32"                # parameters and compute: float32 | bfloat16 | float16
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        _need(bool(self.path), "model.path", "must be set (a Hugging Face model folder)")
+        _choice(self.dtype, "model.dtype", ("float32", "bfloat16", "float16"))
+
+
+@dataclass
+class DataConfig:
+    path: str = "arithmetic"              # a file / folder, or a task name when format is 'task'
+    format: str = "task"                  # auto | jsonl | parquet | datasets | task
+    prompt_column: str = "problem"
+    answer_column: str = "answer"
+    chat_template: bool = True            # tokenizer.apply_chat_template(add_generation_prompt=True), else raw text
+    system_prompt: str | None = None
+    skip_malformed: bool = False          # False: a malformed row raises naming file and row; True: skipped, counted
+    max_prompt_tokens: int = 128          # longer prompts are malformed
+    split: str = "train"                  # the split of a saved `datasets` DatasetDict
+    num_problems: int = 4000              # size of a synthetic task's training set
+
+    def __post_init__(self):
+        _need(bool(self.path), "data.path", "must be set")
+        _choice(self.format, "data.format", ("auto", "jsonl", "parquet", "datasets", "task"))
+        _need(bool(self.prompt_column), "data.prompt_column", "must be a column name")
+        _need(bool(self.answer_column), "data.answer_column", "must be a column name")
+        _need(self.max_prompt_tokens > 0, "data.max_prompt_tokens", f"must be > 0, got {self.max_prompt_tokens}")
+        _need(self.num_problems > 0, "data.num_problems", f"must be > 0, got {self.num_problems}")
+
+
+@dataclass
+class RolloutConfig:
+    group_size: int = 8                   # G samples per prompt
+    max_new_tokens: int = 96              # L, completion budget
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    block_size: int = 16
+    num_blocks: int | None = None         # None: sized from memory_fraction
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192    # token budget of one engine step
+    enable_prefix_caching: bool = True
+    memory_fraction: float = 0.5
+
+    def __post_init__(self):
+        _need(self.group_size >= 1, "rollout.group_size", f"must be >= 1, got {self.group_size}")
+        _need(self.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
+        _need(self.temperature >= 0, "rollout.temperature", f"must be >= 0, got {self.temperature}")
+        _need(0 < self.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
+        _need(self.top_k is None or self.top_k >= 1, "rollout.top_k", f"must be >= 1 or null, got {self.top_k}")
+        _need(self.block_size >= 1, "rollout.block_size", f"must be >= 1, got {self.block_size}")
+        _need(self.num_blocks is None or self.num_blocks >= 1, "rollout.num_blocks", "must be >= 1 or null")
+        _need(self.max_num_seqs >= 1, "rollout.max_num_seqs", f"must be >= 1, got {self.max_num_seqs}")
+        _need(self.max_num_batched_tokens >= 1, "rollout.max_num_batched_tokens", "must be >= 1")
+        _need(0 < self.memory_fraction <= 1, "rollout.memory_fraction", "must be in (0, 1]")
+
+
+@dataclass
+class EpisodesConfig:
+    segmenter: str = "markers"            # markers | backtrack | fixed
+    markers: list[str] = field(default_factory=lambda: ["Wait"])
+    min_paragraphs: int = 1               # a boundary fewer paragraphs than this after the last one is skipped
+    max_episodes: int | None = 4          # later boundaries are merged into the last episode
+    chunk_tokens: int = 512               # fixed segmenter
+    end_text: str | None = None           # no boundary after this text (e.g. "</think>"); None: anywhere
+
+    def __post_init__(self):
+        _choice(self.segmenter, "episodes.segmenter", ("markers", "backtrack", "fixed"))
+        _need(self.segmenter != "markers" or len(self.markers) > 0, "episodes.markers",
+              "must list at least one marker for the markers segmenter")
+        _need(all(isinstance(m, str) and m.strip() for m in self.markers), "episodes.markers",
+              "markers must be non-empty strings")
+        _need(self.min_paragraphs >= 1, "episodes.min_paragraphs", f"must be >= 1, got {self.min_paragraphs}")
+        _need(self.max_episodes is None or self.max_episodes >= 1, "episodes.max_episodes", "must be >= 1 or null")
+        _need(self.chunk_tokens >= 1, "episodes.chunk_tokens", f"must be >= 1, got {self.chunk_tokens}")
+
+
+@dataclass
+class MetaProverConfig:
+    enabled: bool = True
+    m: int = 4                            # branches per boundary (and from the bare prompt, once per prompt)
+    termination_text: str = "The answer is \\boxed{"   # appended at the fork point (after the blank line)
+    answer_max_tokens: int = 4
+    temperature: float = 0.6
+    top_p: float = 0.95
+    prompt_branches: bool = True          # estimate J_{-1} from the bare prompt
+
+    def __post_init__(self):
+        _need(self.m >= 1, "meta_prover.m", f"must be >= 1, got {self.m}")
+        _need(bool(self.termination_text), "meta_prover.termination_text", "must be non-empty")
+        _need(self.answer_max_tokens >= 1, "meta_prover.answer_max_tokens", "must be >= 1")
+        _need(self.temperature >= 0, "meta_prover.temperature", f"must be >= 0, got {self.temperature}")
+        _need(0 < self.top_p <= 1, "meta_prover.top_p", f"must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class RLConfig:
+    algo: str = "mrt"                     # grpo | mrt (grpo = the same loop with alpha's bonus off)
+    alpha: float = 1.0
+    advantage_mode: str = "dense"         # dense | sum | termination_baseline
+    scale_by_std: bool = True             # False: Dr. GRPO
+    eps: float = 1e-6
+    normalize_progress: bool = False      # normalise progress within the group
+    clip_low: float = 0.2
+    clip_high: float = 0.28               # DAPO clip-higher
+    kl_coef: float = 0.0                  # k3 KL to the frozen initial model; 0: no reference model
+    aggregation: str = "token_mean"       # token_mean | seq_mean_token_sum | constant
+    constant_normalizer: float | None = None   # required by aggregation 'constant' (e.g. max_new_tokens)
+    epochs_per_batch: int = 1
+
+    def __post_init__(self):
+        _choice(self.algo, "rl.algo", ("grpo", "mrt"))
+        _choice(self.advantage_mode, "rl.advantage_mode", ("dense", "sum", "termination_baseline"))
+        _choice(self.aggregation, "rl.aggregation", ("token_mean", "seq_mean_token_sum", "constant"))
+        _need(self.alpha >= 0, "rl.alpha", f"must be >= 0, got {self.alpha}")
+        _need(self.eps > 0, "rl.eps", f"must be > 0, got {self.eps}")
+        _need(0 <= self.clip_low < 1, "rl.clip_low", f"must be in [0, 1), got {self.clip_low}")
+        _need(self.clip_high >= 0, "rl.clip_high", f"must be >= 0, got {self.clip_high}")
+        _need(self.kl_coef >= 0, "rl.kl_coef", f"must be >= 0, got {self.kl_coef}")
+        _need(self.aggregation != "constant" or (self.constant_normalizer or 0) > 0, "rl.constant_normalizer",
+              "must be > 0 when rl.aggregation is 'constant'")
+        _need(self.epochs_per_batch >= 1, "rl.epochs_per_batch", f"must be >= 1, got {self.epochs_per_batch}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    eps: float = 1e-8
+    warmup_ratio: float = 0.05
+    schedule: str = "cosine"              # cosine | constant | linear
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    micro_batch_tokens: int = 4096        # tokens per forward/backward; gradients accumulate over micro-batches
+    steps: int = 40
+    prompts_per_step: int = 8             # B, over all ranks
+
+    def __post_init__(self):
+        _need(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        _need(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
+              f"must be two numbers in [0, 1), got {self.betas}")
+        _need(self.eps > 0, "optim.eps", f"must be > 0, got {self.eps}")
+        _need(0 <= self.warmup_ratio < 1, "optim.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        _choice(self.schedule, "optim.schedule", ("cosine", "constant", "linear"))
+        _need(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        _need(self.grad_clip is None or self.grad_clip > 0, "optim.grad_clip", "must be > 0 or null")
+        _need(self.micro_batch_tokens >= 1, "optim.micro_batch_tokens", "must be >= 1")
+        _need(self.steps >= 1, "optim.steps", f"must be >= 1, got {self.steps}")
+        _need(self.prompts_per_step >= 1, "optim.prompts_per_step", f"must be >= 1, got {self.prompts_per_step}")
+
+
+@dataclass
+class CheckpointConfig:
+    dir: str | None = None                # None: <logging.out_dir>/checkpoints
+    every: int = 20                       # steps; 0: only at the end
+    keep_last: int = 2
+    resume: bool = False                  # continue from the latest checkpoint in dir
+
+    def __post_init__(self):
+        _need(self.every >= 0, "checkpoint.every", f"must be >= 0, got {self.every}")
+        _need(self.keep_last >= 1, "checkpoint.keep_last", f"must be >= 1, got {self.keep_last}")
+
+
+@dataclass
+class LoggingConfig:
+    out_dir: str = "runs/tiny_mrt"
+    tensorboard: bool = False
+    every: int = 1
+    plots: bool = True
+    progress_bar: bool = True
+
+    def __post_init__(self):
+        _need(bool(self.out_dir), "logging.out_dir", "must be set")
+        _need(self.every >= 1, "logging.every", f"must be >= 1, got {self.every}")
+
+
+@dataclass
+class EvalConfig:
+    path: str | None = None               # held-out prompts file (same format/columns as data); None: the task's split
+    held_out: int = 64                    # problems evaluated
+    every: int = 0                        # steps; 0: only before and after training
+    samples: int = 1                      # samples per problem (pass@1 averaged)
+    temperature: float = 0.0              # 0: greedy
+    max_new_tokens: int | None = None     # None: rollout.max_new_tokens
+
+    def __post_init__(self):
+        _need(self.held_out >= 1, "eval.held_out", f"must be >= 1, got {self.held_out}")
+        _need(self.every >= 0, "eval.every", f"must be >= 0, got {self.every}")
+        _need(self.samples >= 1, "eval.samples", f"must be >= 1, got {self.samples}")
+        _need(self.temperature >= 0, "eval.temperature", f"must be >= 0, got {self.temperature}")
+        _need(self.max_new_tokens is None or self.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1 or null")
+
+
+@dataclass
+class DistributedConfig:
+    strategy: str = "auto"                # auto | ddp | fsdp (auto: ddp on the CPU, fsdp for large models on GPUs)
+    backend: str = "auto"                 # auto | gloo | nccl
+
+    def __post_init__(self):
+        _choice(self.strategy, "distributed.strategy", ("auto", "ddp", "fsdp"))
+        _choice(self.backend, "distributed.backend", ("auto", "gloo", "nccl"))
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    episodes: EpisodesConfig = field(default_factory=EpisodesConfig)
+    meta_prover: MetaProverConfig = field(default_factory=MetaProverConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    seed: int = 0
+    reward: str = "arithmetic"            # a name in mrt.rewards.REWARDS
+    format_reward: float = 0.0            # added weight of the format reward (0: off)
+
+    def __post_init__(self):
+        _need(self.rl.algo != "mrt" or self.meta_prover.enabled, "meta_prover.enabled",
+              "must be true when rl.algo is 'mrt' (progress needs the meta-prover)")
+        _need(self.format_reward >= 0, "format_reward", f"must be >= 0, got {self.format_reward}")
+        _need(bool(self.reward), "reward", "must name a reward function")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True, width=120)
+
+    def save(self, path: str) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(self.to_yaml())
+        os.replace(tmp, path)
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return self.checkpoint.dir or os.path.join(self.logging.out_dir, "checkpoints")
+
+
+# ----------------------------------------------------------------------------------------------------------- parsing
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value, tp, key: str):
+    """value (from YAML, or a command-line string) -> the field type tp; ConfigError naming key if it cannot be."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~")):
+            return None
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            parsed = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",")]
+            value = parsed
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0"):
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not f.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            raise ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(names))})")
+        tp = hints[k]
+        kwargs[k] = _build(tp, v, key + ".") if dataclasses.is_dataclass(tp) else _coerce(v, tp, key)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value) -> None:
+    """Put value at tree[a][b]... for 'a.b...', checking every part names a field (ConfigError otherwise)."""
+    parts = dotted.split(".")
+    cls = Config
+    node = tree
+    for i, p in enumerate(parts):
+        key = ".".join(parts[:i + 1])
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if p not in fields:
+            raise ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(fields))})")
+        tp = typing.get_type_hints(cls)[p]
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(tp):
+                raise ConfigError(f"{key}: is a section; set one of its fields, e.g. --{key}.<field> VALUE")
+            node[p] = value
+            return
+        if not dataclasses.is_dataclass(tp):
+            raise ConfigError(f"{key}: is a value, not a section")
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: expected a mapping")
+        cls = tp
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, str | None]]:
+    """['--a.b', '1', '--c=2', '--flag'] -> [('a.b', '1'), ('c', '2'), ('flag', None)]."""
+    out, i = [], 0
+    while i < len(overrides):
+        arg = overrides[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ConfigError(f"{arg}: expected --section.key VALUE or --section.key=VALUE")
+        body = arg[2:]
+        if "=" in body:
+            k, v = body.split("=", 1)
+            i += 1
+        elif i + 1 < len(overrides) and not (overrides[i + 1].startswith("--") and len(overrides[i + 1]) > 2
+                                             and not _is_number(overrides[i + 1])):
+            k, v = body, overrides[i + 1]
+            i += 2
+        else:
+            k, v = body, None     # a bare flag: true for a bool field
+            i += 1
+        out.append((k.replace("-", "_"), v))
+    return out
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _field_type(dotted: str):
+    cls = Config
+    for p in dotted.split("."):
+        tp = typing.get_type_hints(cls)[p]
+        cls = tp
+    return cls
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML preset at path (if any) <- dotted overrides; validated. Raises ConfigError naming the key."""
+    tree: dict = {}
+    if path is not None:
+        with open(resolve_path(path)) as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a config file must be a mapping of sections")
+        tree = loaded
+    for key, value in parse_overrides(list(overrides or [])):
+        _set_dotted(tree, key, value)
+        if value is None:
+            if _field_type(key) is not bool:
+                raise ConfigError(f"{key}: needs a value (--{key} VALUE)")
+            _set_dotted(tree, key, True)
+    return _build(Config, tree)

@@ -1,0 +1,209 @@
+"""Prompt datasets: rows with a problem and an answer -> tokenised prompts.
+
+Sources (`DataConfig.format`): `jsonl` (one JSON object a line; a `.json` file holding one array is read too),
+`parquet` (needs the optional `pyarrow`), `datasets` (a folder written by `datasets`' `save_to_disk`; needs the
+optional `datasets`; a DatasetDict is cut to `split`), `task` (a synthetic task named by `path`, e.g. `arithmetic`:
+`num_problems` training problems, or the held-out split), or `auto` (by the file's extension; a folder is a
+`datasets` folder, a known task name a task).
+
+A prompt is the problem through the tokenizer's chat template (a user message, after an optional system message,
+with the generation prompt added) or the raw problem text. A row is malformed if the prompt or answer column is
+missing, the prompt is not a non-empty string, the answer is not a non-empty string or a number, or the prompt has
+more than `max_prompt_tokens` tokens: that raises DataError naming the file and the row, or, with `skip_malformed`,
+the row is skipped and counted (`PromptDataset.skipped`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from .config import DataConfig, resolve_path
+
+TASK_FORMATS = ("arithmetic",)
+
+
+class DataError(ValueError):
+    """A malformed data file or row; the message starts with `file:row N`."""
+
+
+@dataclass
+class PromptExample:
+    prompt_ids: list[int]
+    prompt_text: str
+    answer: Any                  # as stored: a string, or a number (AMC answers are floats)
+    problem: str
+    row: int                     # 0-based row in the source
+
+
+@dataclass
+class PromptDataset:
+    examples: list[PromptExample]
+    source: str
+    skipped: int = 0
+    skipped_reasons: list[str] = field(default_factory=list)   # the first few, for the log
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> PromptExample:
+        return self.examples[i]
+
+
+def detect_format(path: str) -> str:
+    if path in TASK_FORMATS:
+        return "task"
+    if os.path.isdir(path):
+        return "datasets"
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    if ext in (".parquet", ".pq"):
+        return "parquet"
+    raise DataError(f"{path}: cannot tell the data format from the name; set data.format")
+
+
+def _read_jsonl(path: str) -> Iterator[tuple[int, Any]]:
+    with open(path, encoding="utf-8") as f:
+        head = f.read(1)
+        while head and head.isspace():
+            head = f.read(1)
+        f.seek(0)
+        if head == "[":          # a JSON array of objects
+            try:
+                rows = json.load(f)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}: not valid JSON ({exc})") from None
+            yield from enumerate(rows)
+            return
+        row = 0
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                obj = _BadRow(f"line {line_no} is not valid JSON ({exc.msg})")
+            yield row, obj
+            row += 1
+
+
+@dataclass
+class _BadRow:
+    reason: str
+
+
+def _read_parquet(path: str) -> Iterator[tuple[int, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{path}: reading Parquet needs the optional package pyarrow (`pip install pyarrow`)") from None
+    yield from enumerate(pq.read_table(path).to_pylist())
+
+
+def _read_datasets(path: str, split: str) -> Iterator[tuple[int, Any]]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{path}: reading a saved dataset needs the optional package datasets "
+                        "(`pip install datasets`)") from None
+    ds = datasets.load_from_disk(path)
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DataError(f"{path}: no split {split!r} (has {sorted(ds)}); set data.split")
+        ds = ds[split]
+    yield from enumerate(ds)
+
+
+def _read_task(name: str, cfg: DataConfig, split: str, seed: int, n: int | None) -> Iterator[tuple[int, Any]]:
+    if name == "arithmetic":
+        from .tasks import arithmetic
+        count = n if n is not None else cfg.num_problems
+        for i, p in enumerate(arithmetic.generate_problems(count, seed=seed, split=split)):
+            yield i, {cfg.prompt_column: p.text, cfg.answer_column: str(p.answer)}
+        return
+    raise DataError(f"{name}: unknown task (known: {list(TASK_FORMATS)})")
+
+
+def read_rows(path: str, fmt: str, cfg: DataConfig, split: str = "train", seed: int = 0,
+              max_rows: int | None = None) -> Iterator[tuple[int, Any]]:
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt == "task":
+        return _read_task(path, cfg, split, seed, max_rows)
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file or folder (data.path)")
+    if fmt == "jsonl":
+        return _read_jsonl(path)
+    if fmt == "parquet":
+        return _read_parquet(path)
+    if fmt == "datasets":
+        return _read_datasets(path, cfg.split)
+    raise DataError(f"{path}: unknown data format {fmt!r}")
+
+
+def format_prompt(problem: str, tokenizer, chat_template: bool = True, system_prompt: str | None = None) -> str:
+    """The prompt text: the chat template with a generation prompt, or the raw problem."""
+    if not chat_template:
+        return problem if system_prompt is None else f"{system_prompt}\n\n{problem}"
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise DataError("data.chat_template is true but the tokenizer has no chat template; set it to false")
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
+        [{"role": "user", "content": problem}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def _check_row(obj, cfg: DataConfig) -> str | None:
+    """Why the row is malformed, or None."""
+    if isinstance(obj, _BadRow):
+        return obj.reason
+    if not isinstance(obj, dict):
+        return f"expected an object with columns, got {type(obj).__name__}"
+    for col in (cfg.prompt_column, cfg.answer_column):
+        if col not in obj:
+            return f"missing column {col!r} (has {sorted(obj)})"
+    p, a = obj[cfg.prompt_column], obj[cfg.answer_column]
+    if not isinstance(p, str):
+        return f"column {cfg.prompt_column!r} must be a string, got {type(p).__name__}"
+    if not p.strip():
+        return f"column {cfg.prompt_column!r} is empty"
+    if isinstance(a, bool) or not isinstance(a, (str, int, float)):
+        return f"column {cfg.answer_column!r} must be a string or a number, got {type(a).__name__}"
+    if isinstance(a, str) and not a.strip():
+        return f"column {cfg.answer_column!r} is empty"
+    return None
+
+
+def load_prompts(cfg: DataConfig, tokenizer, *, path: str | None = None, split: str = "train", seed: int = 0,
+                 max_rows: int | None = None) -> PromptDataset:
+    """Read, validate and tokenise the prompts of cfg (or of `path`, e.g. the eval file, with cfg's columns).
+
+    split / seed / max_rows: for a task, the split ('train' | 'heldout'), its seed and its size (default
+    cfg.num_problems); for files, max_rows keeps the first rows only.
+    """
+    src = resolve_path(path if path is not None else cfg.path)
+    fmt = cfg.format if path is None else ("auto" if cfg.format == "task" and path not in TASK_FORMATS else cfg.format)
+    examples, skipped, reasons = [], 0, []
+    for row, obj in read_rows(src, fmt, cfg, split=split, seed=seed, max_rows=max_rows):
+        if max_rows is not None and len(examples) >= max_rows:
+            break
+        why = _check_row(obj, cfg)
+        if why is None:
+            problem = obj[cfg.prompt_column]
+            text = format_prompt(problem, tokenizer, cfg.chat_template, cfg.system_prompt)
+            # The chat template writes any special tokens itself.
+            ids = tokenizer(text, add_special_tokens=not cfg.chat_template)["input_ids"]
+            if len(ids) > cfg.max_prompt_tokens:
+                why = f"prompt has {len(ids)} tokens, more than data.max_prompt_tokens={cfg.max_prompt_tokens}"
+        if why is not None:
+            if not cfg.skip_malformed:
+                raise DataError(f"{src}: row {row}: {why} (set data.skip_malformed to skip such rows)")
+            skipped += 1
+            if len(reasons) < 10:
+                reasons.append(f"row {row}: {why}")
+            continue
+        examples.append(PromptExample(ids, text, obj[cfg.answer_column], problem, row))
+    if not examples:
+        raise DataError(f"{src}: no usable rows ({skipped} malformed)")
+    return PromptDataset(examples, src, skipped, reasons)

@@ -1,0 +1,173 @@
+"""Make the embedded default's model: mrt/assets/tiny_model (Hugging Face layout, LlamaForCausalLM).
+
+1. A word-level tokenizer (`tokenizers`) over the chain-arithmetic traces of `mrt.tasks.arithmetic`: every number
+   0..199 is one token (with and without a leading space), words carry their leading space, blank lines are one
+   token, so a trace is ~40-90 tokens; the decoder fuses tokens back into the exact text. A chat template
+   `Question : <problem>\\nAnswer :\\n` is stored with it.
+2. A small Llama (GQA, tied embeddings, ~0.25M parameters) pre-trained by supervised learning on reference traces
+   (slips and "Wait" corrections included) on the CPU, with greedy held-out accuracy checked every `--eval-every`
+   steps; training stops at the first check at or above `--target-acc` (default 0.4), so RL starts from a model that is
+   right on some problems and wrong on others.
+
+Run: `python scripts/make_tiny_model.py` (a few minutes on 2 CPU cores). Deterministic for a given --seed and thread
+count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from mrt.tasks import arithmetic as task  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mrt", "assets", "tiny_model")
+SPECIALS = ["<pad>", "<unk>", "<eos>"]
+# Longest alternatives first: \boxed{ as one token, words and numbers with an optional leading space, runs of
+# newlines, single other characters with an optional leading space, stray spaces.
+PATTERN = r" ?\\boxed\{| ?[A-Za-z]+| ?[0-9]+|\n+| ?[^\sA-Za-z0-9]| +"
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ 'Question : ' + message['content'] + '\n' }}"
+    "{% else %}{{ message['content'] + '\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Answer :\n' }}{% endif %}"
+)
+
+
+def prompt_text(problem: task.ArithmeticProblem) -> str:
+    # Identical to CHAT_TEMPLATE applied to [{"role": "user", "content": problem.text}] with a generation prompt.
+    return f"Question : {problem.text}\nAnswer :\n"
+
+
+def build_tokenizer():
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["Question", "Answer", "So", "the", "answer", "is", "The", "Wait", "let", "me", "check", "redo", "it",
+             "Time", "up", "final", "step", "by"]
+    vocab = list(SPECIALS)
+    for w in words:
+        vocab += [w, " " + w]
+    for n in range(200):
+        vocab += [str(n), f" {n}"]
+    for c in "+-=.,:;?!()*/{}[]\\":
+        vocab += [c, " " + c]
+    vocab += ["\\boxed{", " \\boxed{", "\n", "\n\n", " ", "  "]
+    vocab = list(dict.fromkeys(vocab))
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(PATTERN), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+                                 model_max_length=256)
+    hf.chat_template = CHAT_TEMPLATE
+    return hf
+
+
+def build_model(vocab_size: int, eos_id: int, pad_id: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+                      rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=None,
+                      eos_token_id=eos_id, pad_token_id=pad_id, attention_bias=False, mlp_bias=False)
+    return LlamaForCausalLM(cfg)
+
+
+def encode_batch(tok, problems, rng, device="cpu"):
+    """Right-padded (ids, labels): labels are -100 on the prompt and padding, so only the trace is learned."""
+    rows = []
+    for p in problems:
+        prompt = tok(prompt_text(p), add_special_tokens=False)["input_ids"]
+        trace = tok(task.reference_trace(p, rng), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        rows.append((prompt, trace))
+    T = max(len(a) + len(b) for a, b in rows)
+    ids = torch.full((len(rows), T), tok.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), T), -100, dtype=torch.long)
+    for i, (a, b) in enumerate(rows):
+        ids[i, :len(a) + len(b)] = torch.tensor(a + b)
+        labels[i, len(a):len(a) + len(b)] = torch.tensor(b)
+    return ids.to(device), labels.to(device)
+
+
+@torch.no_grad()
+def greedy_accuracy(model, tok, problems, max_new_tokens=120) -> float:
+    """Held-out accuracy with greedy decoding (left-padded batch generation)."""
+    model.eval()
+    tok.padding_side = "left"
+    enc = tok([prompt_text(p) for p in problems], return_tensors="pt", padding=True, add_special_tokens=False)
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id)
+    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    model.train()
+    return sum(task.verify(t, p.answer) for t, p in zip(texts, problems)) / len(problems)
+
+
+def save(model, tok, args, step: int, acc: float) -> None:
+    """Write the HF folder to a temporary name, then swap it in."""
+    tmp = args.out + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    with open(os.path.join(tmp, "training_info.json"), "w") as f:
+        json.dump({"steps": step, "heldout_greedy_accuracy": acc, "seed": args.seed, "batch": args.batch,
+                   "lr": args.lr, "task": "mrt.tasks.arithmetic"}, f, indent=1)
+    shutil.rmtree(args.out, ignore_errors=True)
+    os.replace(tmp, args.out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=OUT)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=3000, help="most optimizer steps")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--eval-every", type=int, default=50)
+    ap.add_argument("--eval-problems", type=int, default=100)
+    ap.add_argument("--target-acc", type=float, default=0.4, help="stop at the first check at or above this")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+
+    tok = build_tokenizer()
+    model = build_model(len(tok), tok.eos_token_id, tok.pad_token_id)
+    print(f"vocab {len(tok)}, parameters {sum(p.numel() for p in model.parameters()):,}")
+    train = task.generate_problems(20000, seed=args.seed, split="train")
+    heldout = task.generate_problems(args.eval_problems, seed=args.seed + 1, split="heldout")
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warm = 50
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))))
+    t0, acc = time.time(), 0.0
+    model.train()
+    for step in range(1, args.steps + 1):
+        ids, labels = encode_batch(tok, rng.sample(train, args.batch), rng)
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % args.eval_every == 0:
+            acc = greedy_accuracy(model, tok, heldout)
+            print(f"step {step:5d}  loss {loss.item():.4f}  held-out greedy accuracy {acc:.3f}  "
+                  f"{time.time() - t0:.0f}s", flush=True)
+            save(model, tok, args, step, acc)   # a snapshot at every check: an interrupted run leaves a model
+            if acc >= args.target_acc:
+                break
+
+    save(model, tok, args, step, acc)
+    print(f"saved {args.out}: {step} steps, held-out greedy accuracy {acc:.3f}")
+
+if __name__ == "__main__":
+    main()
