@@ -1,0 +1,149 @@
+"""One model on one dataset: every measurement of the evaluation, into one results dict.
+
+1. n traces per problem, generated once up to the largest budget, with meta-prover forks at every curve point
+   (the budgets plus a grid every `curve_every` tokens) -> pass@1 and maj@k of the traces' own answers, mean tokens,
+   accuracy at each budget, the J-vs-tokens curve of each trace.
+2. Normalised regret at each budget C0 (mean over traces of each trace's regret, MRT.md), and regret per episode with
+   fixed-chunk episodes of `curve_every` tokens (the grid points inside each trace).
+3. Optionally, extrapolation: rounds of forced further thinking with accuracy every few rounds.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import metrics
+from .budget_forcing import generate_with_budgets
+from .config import EvalConfig
+from .extrapolation import extrapolate
+from .problems import EvalDataset, get_verifier
+
+
+def format_prompts(tokenizer, problems: list[str], cfg: EvalConfig) -> list[list[int]]:
+    """Prompt token ids: the template applied to each problem, then the tokenizer's chat template when it has one."""
+    out = []
+    use_chat = cfg.chat_template and getattr(tokenizer, "chat_template", None)
+    for p in problems:
+        text = cfg.prompt_template.format(problem=p)
+        if use_chat:
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                                tokenize=True, return_dict=False)
+            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        else:
+            ids = tokenizer(text)["input_ids"]
+        if not ids:
+            raise ValueError(f"problem {p[:60]!r} tokenizes to no tokens")
+        out.append(list(ids))
+    return out
+
+
+def curve_points(cfg: EvalConfig) -> list[int]:
+    """Output-token counts at which the meta-prover answers: the budgets and a grid every curve_every tokens."""
+    step = episode_tokens(cfg)
+    return sorted(set(cfg.budgets) | set(range(step, cfg.max_budget + 1, step)))
+
+
+def episode_tokens(cfg: EvalConfig) -> int:
+    return cfg.curve_every or max(1, cfg.max_budget // 16)
+
+
+def check_context(cfg: EvalConfig, prompts: list[list[int]], termination_ids: list[int], max_context: int) -> None:
+    """ValueError when a budget (or the extrapolation) cannot fit the model's context."""
+    longest = max(len(p) for p in prompts)
+    need = longest + cfg.max_budget + len(termination_ids) + cfg.answer_tokens
+    if cfg.max_budget >= max_context or need > max_context:
+        raise ValueError(f"budget {cfg.max_budget} is larger than the model's context allows: the longest prompt "
+                         f"({longest}) + budget ({cfg.max_budget}) + termination text ({len(termination_ids)}) + answer "
+                         f"({cfg.answer_tokens}) = {need} tokens > {max_context} (max_position_embeddings); lower "
+                         f"--budgets or --answer-tokens")
+    if cfg.extrapolation_rounds:
+        need = longest + (cfg.extrapolation_rounds + 1) * (cfg.round_tokens + 8) + len(termination_ids) \
+            + cfg.answer_tokens
+        if need > max_context:
+            raise ValueError(f"extrapolation needs up to {need} tokens ({cfg.extrapolation_rounds + 1} rounds of "
+                             f"{cfg.round_tokens}) > the model's context {max_context}; lower --extrapolation-rounds "
+                             f"or --round-tokens")
+
+
+def _stop_ids(engine, tokenizer) -> list[int]:
+    ids = getattr(getattr(getattr(engine, "model", None), "config", None), "eos_token_ids", None) or []
+    if tokenizer.eos_token_id is not None:
+        ids = list(ids) + [tokenizer.eos_token_id]
+    return sorted(set(int(i) for i in ids))
+
+
+def evaluate_dataset(engine, tokenizer, dataset: EvalDataset, cfg: EvalConfig, *, max_context: int,
+                     model_name: str = "model") -> dict[str, Any]:
+    from mrt.rollout import SamplingParams
+
+    t0 = time.perf_counter()
+    verifier = get_verifier(cfg.verifier or dataset.verifier)
+    termination_text = cfg.termination_text if cfg.termination_text is not None else dataset.termination_text
+    termination_ids = tokenizer.encode(termination_text, add_special_tokens=False)
+    prompts = format_prompts(tokenizer, dataset.problems, cfg)
+    check_context(cfg, prompts, termination_ids, max_context)
+
+    def reward(text: str, i: int) -> float:
+        return float(verifier.reward(text, dataset.answers[i]))
+
+    stop_ids = _stop_ids(engine, tokenizer)
+    trace_params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_budget,
+                                  n=cfg.samples, seed=cfg.seed)
+    meta_params = SamplingParams(temperature=cfg.meta_temperature, top_p=cfg.meta_top_p, max_tokens=cfg.answer_tokens,
+                                 n=cfg.meta_samples, seed=cfg.seed + 1)
+    points = curve_points(cfg)
+    outs, traces, fork_stats = generate_with_budgets(engine, prompts, trace_params, points, termination_ids,
+                                                     termination_text, meta_params, reward, stop_token_ids=stop_ids,
+                                                     use_tqdm=cfg.progress)
+
+    # Own answers of the traces: pass@1, maj@k, tokens.
+    own_rewards, keys, lengths = [], [], []
+    for i, out in enumerate(outs):
+        own_rewards.append([reward(c.text, i) for c in out.outputs])
+        keys.append([verifier.extract(c.text) for c in out.outputs])
+        lengths += [len(c.token_ids) for c in out.outputs]
+    flat = [r for row in own_rewards for r in row]
+    mean_tokens = metrics.mean(lengths)
+    maj = metrics.maj_curve(keys, [[r > 0.5 for r in row] for row in own_rewards])
+
+    # Budget forcing: accuracy at budgets, regret.
+    all_traces = [t for row in traces for t in row]
+    col = {p: j for j, p in enumerate(points)}
+    acc_at = [metrics.mean([t.J[col[b]] for t in all_traces]) for b in cfg.budgets]
+    # C0 counts the prompt too, as the curve's x does (MRT.md): C0 = prompt + budget. A trace's points are sorted by
+    # x: a forced answer just before the trace's own end can cost more tokens than the end itself.
+    regret_at = [metrics.mean([metrics.normalised_regret(*zip(*sorted(zip(t.tokens, t.J))), t.num_prompt_tokens + b,
+                                                         interpolation=cfg.regret_interpolation) for t in all_traces])
+                 for b in cfg.budgets]
+    # Episodes of fixed chunks: the grid points a trace actually reached (its own answer closes the last one).
+    per_episode, cumulative = [], []
+    for t in all_traces:
+        js = [j for j, p in zip(t.J, points) if p <= t.num_output_tokens] or t.J[:1]
+        per_episode.append(metrics.regret_per_episode(js))
+        cumulative.append(metrics.cumulative_regret(js))
+
+    result = {
+        "model": model_name, "dataset": dataset.name, "verifier": verifier.name, "num_problems": len(prompts),
+        "samples": cfg.samples, "pass@1": metrics.pass_at_1(flat),
+        "pass@k": [metrics.mean([metrics.pass_at_k(len(row), int(sum(r > 0.5 for r in row)), k)
+                                 for row in own_rewards]) for k in range(1, cfg.samples + 1)],
+        "maj@k": maj, "tokens_for_maj@k": [k * mean_tokens for k in range(1, len(maj) + 1)],
+        "mean_tokens": mean_tokens, "mean_prompt_tokens": metrics.mean([len(p) for p in prompts]),
+        "stopped_fraction": metrics.mean([float(c.finish_reason == "stop") for o in outs for c in o.outputs]),
+        "budgets": list(cfg.budgets), "accuracy_at_budget": acc_at, "normalised_regret_at_budget": regret_at,
+        "curve": {"output_tokens": points,
+                  "tokens": [metrics.mean([t.tokens[j] for t in all_traces]) for j in range(len(points))],
+                  "J": [metrics.mean([t.J[j] for t in all_traces]) for j in range(len(points))]},
+        "episode_tokens": episode_tokens(cfg),
+        "regret_per_episode": metrics.mean(per_episode), "cumulative_regret": metrics.mean(cumulative),
+        "forks": fork_stats["forks"], "fallbacks": fork_stats["fallbacks"],
+    }
+    if cfg.extrapolation_rounds:
+        curve = extrapolate(engine, tokenizer, prompts, reward, rounds=cfg.extrapolation_rounds,
+                            round_tokens=cfg.round_tokens, eval_every=cfg.eval_every, markers=cfg.markers,
+                            think_end=cfg.think_end, termination_text=termination_text,
+                            trace_params=SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed),
+                            meta_params=meta_params, stop_token_ids=stop_ids)
+        result["extrapolation"] = curve.to_dict()
+    result["seconds"] = time.perf_counter() - t0
+    return result

@@ -1,0 +1,61 @@
+"""Plots of an evaluation, several models on each panel (base, GRPO, MRT: a run's effect at a glance).
+
+One PNG per dataset with panels: accuracy at budgets (budget forcing), normalised regret at budgets, maj@k against
+total tokens (k * mean tokens), mean meta-prover J against tokens, and extrapolation accuracy when measured.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _panels(has_extrapolation: bool) -> list[tuple[str, str, str, str, str]]:
+    """(title, x key, y key, x label, y label); nested keys are dotted."""
+    p = [("accuracy at budget (budget forcing)", "budgets", "accuracy_at_budget", "thinking budget (tokens)",
+          "accuracy"),
+         ("normalised regret", "budgets", "normalised_regret_at_budget", "budget C0 (tokens)", "regret"),
+         ("maj@k", "tokens_for_maj@k", "maj@k", "total tokens (k x mean)", "accuracy"),
+         ("meta-prover J", "curve.tokens", "curve.J", "tokens (prompt + prefix + answer)", "mean J")]
+    if has_extrapolation:
+        p.append(("extrapolation", "extrapolation.tokens", "extrapolation.accuracy", "thinking tokens", "accuracy"))
+    return p
+
+
+def _get(r: dict, key: str):
+    for k in key.split("."):
+        r = r[k]
+    return r
+
+
+def plot_results(results: list[dict], out_dir: str | Path) -> list[Path]:
+    """One PNG per dataset under out_dir; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ds in dict.fromkeys(r["dataset"] for r in results):
+        rows = [r for r in results if r["dataset"] == ds]
+        panels = _panels(any(r.get("extrapolation") for r in rows))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+        for ax, (title, xk, yk, xl, yl) in zip(axes[0], panels):
+            for r in rows:
+                try:
+                    x, y = _get(r, xk), _get(r, yk)
+                except (KeyError, TypeError):
+                    continue
+                ax.plot(x, y, marker="o", markersize=3, label=r["model"])
+            ax.set_title(title)
+            ax.set_xlabel(xl)
+            ax.set_ylabel(yl)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend()
+        fig.suptitle(ds)
+        fig.tight_layout()
+        path = out / f"{ds}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths

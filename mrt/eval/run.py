@@ -1,0 +1,70 @@
+"""The whole evaluation: every model on every dataset, then results.json, results.md and the plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import EvalConfig
+from .evaluate import evaluate_dataset
+from .plots import plot_results
+from .problems import load_dataset
+from .report import write_report
+
+
+def model_context(path: str) -> int:
+    """max_position_embeddings of a Hugging Face folder, read before loading any weights."""
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.is_file():
+        raise ValueError(f"model folder {path} has no config.json (is it a Hugging Face model folder?)")
+    hf = json.loads(cfg_file.read_text())
+    hf = hf.get("text_config", hf)
+    if "max_position_embeddings" not in hf:
+        raise ValueError(f"{cfg_file} has no max_position_embeddings")
+    return int(hf["max_position_embeddings"])
+
+
+def check_budget(cfg: EvalConfig, name: str, max_context: int) -> None:
+    if cfg.max_budget >= max_context:
+        raise ValueError(f"budget {cfg.max_budget} is larger than model {name}'s context of {max_context} tokens "
+                         f"(max_position_embeddings); lower --budgets")
+
+
+def load_engine(path: str, cfg: EvalConfig):
+    """(engine, tokenizer, max_context) for a checkpoint or Hugging Face folder."""
+    import torch
+
+    from mrt.models import load_tokenizer
+    from mrt.rollout import Engine
+
+    dtype = getattr(torch, cfg.dtype, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype must name a torch dtype (float32, bfloat16, ...), got {cfg.dtype!r}")
+    engine = Engine.from_pretrained(path, dtype=dtype, device=cfg.device, block_size=cfg.block_size,
+                                    max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens)
+    tokenizer = getattr(engine, "tokenizer", None) or load_tokenizer(path)
+    return engine, tokenizer, int(engine.model.config.max_position_embeddings)
+
+
+def run(cfg: EvalConfig, *, engines: dict | None = None) -> list[dict]:
+    """Evaluate and write the outputs under cfg.out. `engines` maps a model name to a ready
+    (engine, tokenizer, max_context) to skip loading it from its folder."""
+    # Datasets first: a bad column or an empty file fails before any model is loaded.
+    datasets = [load_dataset(d, prompt_column=cfg.prompt_column, answer_column=cfg.answer_column, limit=cfg.limit)
+                for d in cfg.data]
+    engines = engines or {}
+    for name, path in cfg.named_models():  # every model's context before loading any of them
+        if name not in engines:
+            check_budget(cfg, name, model_context(path))
+    results = []
+    for name, path in cfg.named_models():
+        engine, tokenizer, max_context = engines.get(name) or load_engine(path, cfg)
+        check_budget(cfg, name, max_context)
+        for ds in datasets:
+            results.append(evaluate_dataset(engine, tokenizer, ds, cfg, max_context=max_context, model_name=name))
+        del engine
+    write_report(results, cfg.out, cfg.to_dict())
+    plot_results(results, cfg.out)
+    return results
+
+
+__all__ = ["check_budget", "load_engine", "model_context", "run"]
