@@ -1,0 +1,263 @@
+"""The rollout engine: continuous batching over a paged, prefix-shared KV cache, with branch forks.
+
+    engine = Engine(model, tokenizer, block_size=16)          # the model's own parameters: no copy, no sync
+    outs = engine.generate(prompts, SamplingParams(...), hook=fn)
+
+One step = schedule (scheduler + block manager) -> run the model on the scheduled tokens (runner) -> sample the
+sequences whose tokens are all computed (sampler) -> stop checks -> hook -> forks -> free finished sequences.
+
+Sharing, all through the block manager's reference counts:
+- the n samples of a prompt: sample 0 prefills the prompt; when its last prompt token is computed, samples 1..n-1
+  are forked from it with every prompt block shared and draw their first token from the same logits;
+- prompts with a common prefix: the hash-chained prefix cache (also how a preempted sequence resumes cheaply);
+- branches: `hook(view)` sees each running, non-branch sequence after a step that gave it new tokens and may return
+  ForkRequests; each spawns `params.n` branch sequences that share the parent's blocks up to the fork point (a
+  partly filled block is copied only when a branch writes into it); the continuation is computed once, by the first
+  branch, and the other n-1 share it as the n samples of a prompt do; then each samples its own answer.
+  Their results come back on the parent's CompletionOutput.branches.
+Stops: a token in `stop_token_ids` (None: the model's EOS ids; [] disables), a stop string in the decoded output
+("stop"); `max_tokens` output tokens or the model's context length ("length").
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+
+from .block_manager import BlockManager
+from .outputs import BranchOutput, CompletionOutput, RequestOutput
+from .runner import ModelRunner, kv_cache_bytes_per_block
+from .sampler import sample
+from .scheduler import Scheduler
+from .sequence import BranchOrigin, ForkRequest, SamplingParams, Sequence, SequenceView
+
+Hook = Callable[[SequenceView], "list[ForkRequest] | None"]
+
+_STAT_KEYS = ("prompt_tokens_computed", "prompt_tokens_cached", "generated_tokens", "branch_prompt_tokens_computed",
+              "branch_prompt_tokens_cached", "branch_generated_tokens", "recomputed_tokens", "tokens_computed",
+              "preemptions", "branches", "cow_copies", "steps")
+
+
+class Engine:
+    def __init__(self, model, tokenizer=None, *, block_size: int = 16, num_blocks: int | None = None,
+                 max_num_seqs: int = 256, max_num_batched_tokens: int = 8192, enable_prefix_caching: bool = True,
+                 memory_fraction: float | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = model.config
+        self.max_model_len = self.config.max_position_embeddings
+        if num_blocks is None:
+            num_blocks = self._blocks_from_memory(block_size, max_num_seqs, memory_fraction)
+        self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, max_num_seqs=max_num_seqs,
+                                   max_num_batched_tokens=max_num_batched_tokens)
+        self.runner = ModelRunner(model, num_blocks, block_size)
+        self.stats = {k: 0 for k in _STAT_KEYS}
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, dtype: torch.dtype | str = torch.float32,
+                        device: torch.device | str = "cpu", **kw) -> "Engine":
+        from transformers import AutoTokenizer
+
+        from mrt.models import CausalLM
+        model = CausalLM.from_pretrained(path, dtype=dtype, device=device)
+        return cls(model, AutoTokenizer.from_pretrained(path), **kw)
+
+    @property
+    def kv_cache(self) -> torch.Tensor:
+        return self.runner.kv_cache
+
+    def _blocks_from_memory(self, block_size: int, max_num_seqs: int, memory_fraction: float | None) -> int:
+        """Blocks that fit in memory_fraction of the free device memory (0.9 on a GPU, 0.25 of available RAM on the
+        CPU), capped at what max_num_seqs sequences of the full context could use."""
+        per_block = kv_cache_bytes_per_block(self.config, block_size, self.model.dtype)
+        device = self.model.device
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget = free * (0.9 if memory_fraction is None else memory_fraction)
+        else:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            budget = avail * (0.25 if memory_fraction is None else memory_fraction)
+        cap = max_num_seqs * -(-self.max_model_len // block_size)
+        num_blocks = min(int(budget // per_block), cap)
+        if num_blocks < -(-self.max_model_len // block_size):
+            raise RuntimeError(f"only {num_blocks} KV-cache blocks fit in memory, fewer than one full-context "
+                               "sequence needs; raise memory_fraction or pass num_blocks")
+        return num_blocks
+
+    # ---- generate -----------------------------------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams], *,
+                 hook: Hook | None = None, use_tqdm: bool = False) -> list[RequestOutput]:
+        if isinstance(params, SamplingParams):
+            params = [params] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
+        for i, p in enumerate(prompts):
+            self._check_prompt(p, f"prompt {i}")
+        groups: list[list[Sequence]] = []
+        for i, (prompt, sp) in enumerate(zip(prompts, params)):
+            group = [Sequence(list(prompt), sp, request_index=i, sample_index=j) for j in range(sp.n)]
+            group[0].siblings = group[1:]
+            self.scheduler.add(group[0])
+            groups.append(group)
+        bar = None
+        if use_tqdm:
+            from tqdm import tqdm
+            bar = tqdm(total=sum(len(g) for g in groups), desc="generate")
+        while self.scheduler.has_unfinished():
+            finished = self.step(hook)
+            if bar is not None:
+                bar.update(sum(1 for s in finished if not s.is_branch))
+        if bar is not None:
+            bar.close()
+        return [RequestOutput(list(prompt), [self._completion(s) for s in group])
+                for prompt, group in zip(prompts, groups)]
+
+    def step(self, hook: Hook | None = None) -> list[Sequence]:
+        """One engine step; returns the sequences that finished in it."""
+        batch = self.scheduler.schedule()
+        if not batch.seqs:
+            raise RuntimeError("the scheduler made no progress (a bug: a sequence can neither run nor wait)")
+        logits, which = self.runner.run(batch)
+        st = self.stats
+        st["steps"] += 1
+        st["preemptions"] += batch.num_preempted
+        st["cow_copies"] += len(batch.copies)
+        st["tokens_computed"] += batch.total_tokens
+        for seq, n in zip(batch.seqs, batch.num_tokens):
+            self._count_computed(seq, n)
+            seq.num_computed_tokens += n
+            seq.max_computed = max(seq.max_computed, seq.num_computed_tokens)
+            self.block_manager.register_full_blocks(seq)
+        if not which:
+            return []
+
+        # Samples 1..n-1 of a prompt join now, sharing all of sample 0's prompt blocks and its logits.
+        to_sample, rows = [], []
+        for r, i in enumerate(which):
+            seq = batch.seqs[i]
+            to_sample.append(seq)
+            rows.append(r)
+            for sib in seq.siblings:
+                self.block_manager.fork(seq, sib, seq.num_computed_tokens)
+                sib.admitted = True
+                sib.num_cached_tokens = len(sib)
+                sib.max_computed = len(sib)
+                sib.admitted_counted = True
+                st["branch_prompt_tokens_cached" if sib.is_branch else "prompt_tokens_cached"] += len(sib)
+                self.scheduler.add_running(sib)
+                to_sample.append(sib)
+                rows.append(r)
+            seq.siblings = []
+        rows_t = torch.tensor(rows, dtype=torch.int64, device=logits.device)
+        tokens, logprobs = sample(logits.index_select(0, rows_t), [s.params.temperature for s in to_sample],
+                                  [s.params.top_p for s in to_sample], [s.params.top_k for s in to_sample],
+                                  [s.generator for s in to_sample])
+        tokens, logprobs = tokens.tolist(), logprobs.tolist()
+
+        done = []
+        for seq, tok, lp in zip(to_sample, tokens, logprobs):
+            seq.append_token(tok, lp)
+            seq.num_new_tokens = 1
+            st["branch_generated_tokens" if seq.is_branch else "generated_tokens"] += 1
+            reason = self._stop_reason(seq)
+            if reason is not None:
+                seq.finish_reason = reason
+                done.append(seq)
+        if hook is not None:
+            for seq in to_sample:
+                if seq.is_branch:
+                    continue
+                view = SequenceView(seq.request_index, seq.sample_index, seq.token_ids[:seq.num_prompt_tokens],
+                                    seq.output_token_ids, seq.num_new_tokens)
+                for fork in hook(view) or ():
+                    self._fork(seq, fork)
+        for seq in done:
+            self.scheduler.finish(seq, seq.finish_reason)
+        return done
+
+    # ---- helpers ------------------------------------------------------------------------------------------------
+    def _check_prompt(self, tokens: list[int], what: str) -> None:
+        if len(tokens) == 0:
+            raise ValueError(f"{what} is empty")
+        if len(tokens) >= self.max_model_len:
+            raise ValueError(f"{what} has {len(tokens)} tokens; the model's context is {self.max_model_len} "
+                             f"tokens, so at most {self.max_model_len - 1} leave room to generate")
+        v = self.config.vocab_size
+        if min(tokens) < 0 or max(tokens) >= v:
+            raise ValueError(f"{what} has token ids outside [0, {v})")
+
+    def _count_computed(self, seq: Sequence, n: int) -> None:
+        """Split the n tokens computed for seq into first-time prompt tokens, recomputed ones and decode tokens."""
+        c = seq.num_computed_tokens
+        recomputed = max(0, min(c + n, seq.max_computed) - c)
+        prompt = max(0, min(c + n, seq.num_prompt_tokens) - max(c, seq.max_computed))
+        self.stats["recomputed_tokens"] += recomputed
+        self.stats["prompt_tokens_computed"] += prompt
+        if seq.is_branch:
+            self.stats["branch_prompt_tokens_computed"] += prompt
+        if not seq.admitted_counted:
+            seq.admitted_counted = True
+            self.stats["branch_prompt_tokens_cached" if seq.is_branch else "prompt_tokens_cached"] += \
+                seq.num_cached_tokens
+
+    def _stop_reason(self, seq: Sequence) -> str | None:
+        sp = seq.params
+        tok = seq.token_ids[-1]
+        stop_ids = self.config.eos_token_ids if sp.stop_token_ids is None else sp.stop_token_ids
+        if stop_ids and tok in stop_ids:
+            return "stop"
+        if sp.stop_strings and self.tokenizer is not None:
+            # Only the tail can hold a new match: the longest stop string spans at most that many tokens (+ slack for
+            # tokens that decode to partial characters).
+            longest = max(len(s) for s in sp.stop_strings)
+            out = seq.output_token_ids
+            tail_start = max(0, len(out) - longest - 4)
+            tail = self.tokenizer.decode(out[tail_start:], skip_special_tokens=True)
+            if any(s in tail for s in sp.stop_strings):
+                return "stop"
+        if seq.num_output_tokens >= sp.max_tokens or len(seq) >= self.max_model_len:
+            return "length"
+        return None
+
+    def _fork(self, parent: Sequence, req: ForkRequest) -> None:
+        position = len(parent) if req.position is None else req.position
+        if not 1 <= position <= len(parent):
+            raise ValueError(f"fork position {position} outside 1..{len(parent)} (the parent's tokens)")
+        tokens = parent.token_ids[:position] + list(req.continuation_token_ids)
+        self._check_prompt(tokens, "a branch (prefix + continuation)")
+        # Share what is computed, but leave the last token uncomputed: its logits give the first branch token.
+        shared = min(position, parent.num_computed_tokens, len(tokens) - 1)
+        origin = BranchOrigin(parent, position, list(req.continuation_token_ids), req.tag)
+        # One branch computes the continuation; the other n-1 join it when it is computed and draw their first
+        # token from the same logits (as the n samples of a prompt do), so the continuation is computed once.
+        children = [Sequence(list(tokens), req.params, request_index=parent.request_index, sample_index=k,
+                             branch=origin) for k in range(req.params.n)]
+        leader = children[0]
+        leader.siblings = children[1:]
+        self.block_manager.fork(parent, leader, shared)
+        leader.admitted = leader.admitted_counted = True
+        leader.num_cached_tokens = leader.max_computed = shared
+        self.stats["branch_prompt_tokens_cached"] += shared
+        self.stats["branches"] += len(children)
+        parent.branches.extend(children)
+        self.scheduler.add_running(leader)
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return "" if self.tokenizer is None else self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    def _text(self, seq: Sequence) -> str:
+        text = self._decode(seq.output_token_ids)
+        if seq.finish_reason == "stop" and seq.params.stop_strings:
+            cut = [text.find(s) for s in seq.params.stop_strings if s in text]
+            if cut:
+                text = text[:min(cut)]
+        return text
+
+    def _completion(self, seq: Sequence) -> CompletionOutput:
+        branches = [BranchOutput(b.branch.tag, b.branch.position, b.branch.continuation_token_ids,
+                                 b.output_token_ids, b.logprobs, b.finish_reason, self._text(b))
+                    for b in seq.branches]
+        return CompletionOutput(seq.sample_index, seq.output_token_ids, seq.logprobs, seq.finish_reason,
+                                seq.num_cached_tokens, self._text(seq), branches)

@@ -1,0 +1,90 @@
+"""Model runner: owns the KV cache, turns a scheduled batch into model inputs, runs the model, returns logits.
+
+Inputs of one step, for B scheduled sequences where sequence b computes its tokens [c_b, c_b + n_b):
+  input_ids, positions (N,) with N = sum n_b; positions c_b .. c_b + n_b - 1 (a token's position is its index);
+  PagedMetadata: cu_seqlens_q (B+1,), context_lens c_b + n_b (B,), block_tables (B, max_blocks) padded with 0,
+  slot_mapping (N,) = block_table[p // block_size] * block_size + p % block_size for each new position p.
+Copy-on-write block copies planned by the block manager run (for every layer, K and V) before the forward writes.
+Logits are computed only for the last token of each sequence that has no uncomputed token left after the step.
+The KV cache is one tensor (num_layers, 2, num_blocks, block_size, Hkv, D) in the model's dtype and device.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mrt.models.attention_metadata import PagedMetadata
+
+from .scheduler import ScheduledBatch
+
+
+def kv_cache_bytes_per_block(config, block_size: int, dtype: torch.dtype) -> int:
+    elem = torch.empty((), dtype=dtype).element_size()
+    return config.num_layers * 2 * block_size * config.num_kv_heads * config.head_dim * elem
+
+
+class ModelRunner:
+    def __init__(self, model, num_blocks: int, block_size: int):
+        self.model = model
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        c = model.config
+        self.kv_cache = torch.zeros(c.num_layers, 2, num_blocks, block_size, c.num_kv_heads, c.head_dim,
+                                    dtype=model.dtype, device=model.device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.kv_cache.device
+
+    def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, PagedMetadata, list[int]]:
+        """(input_ids, positions, metadata, rows): rows[i] is the token row to sample for batch sequence i, or -1."""
+        bs = self.block_size
+        ids, pos, slots, rows = [], [], [], []
+        cu = [0]
+        ctx = []
+        max_blocks = max(len(s.block_table) for s in batch.seqs)
+        tables = np.zeros((len(batch), max_blocks), dtype=np.int32)
+        for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_tokens)):
+            c = seq.num_computed_tokens
+            ids.append(seq.token_ids[c:c + n])
+            p = np.arange(c, c + n, dtype=np.int64)
+            pos.append(p)
+            table = np.asarray(seq.block_table, dtype=np.int64)
+            tables[i, :len(table)] = table
+            slots.append(table[p // bs] * bs + p % bs)
+            cu.append(cu[-1] + n)
+            ctx.append(c + n)
+            rows.append(cu[-1] - 1 if c + n == len(seq) else -1)
+        dev = self.device
+        input_ids = torch.from_numpy(np.concatenate([np.asarray(x, dtype=np.int64) for x in ids])).to(dev)
+        positions = torch.from_numpy(np.concatenate(pos)).to(dev)
+        meta = PagedMetadata(
+            cu_seqlens_q=torch.tensor(cu, dtype=torch.int32, device=dev),
+            context_lens=torch.tensor(ctx, dtype=torch.int32, device=dev),
+            block_tables=torch.from_numpy(tables).to(dev),
+            slot_mapping=torch.from_numpy(np.concatenate(slots)).to(dev),
+            max_seqlen_q=max(batch.num_tokens),
+            max_context_len=max(ctx),
+            block_size=bs,
+        )
+        return input_ids, positions, meta, rows
+
+    def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        if not copies:
+            return
+        from mrt_kernels.kv_cache import copy_blocks
+        src = torch.tensor([s for s, _ in copies], dtype=torch.int64, device=self.device)
+        dst = torch.tensor([d for _, d in copies], dtype=torch.int64, device=self.device)
+        copy_blocks(self.kv_cache, src, dst)
+
+    @torch.inference_mode()
+    def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor | None, list[int]]:
+        """Run one step. Returns (logits (S, V) fp32 of the S sequences to sample, their indices in the batch)."""
+        self.copy_blocks(batch.copies)
+        input_ids, positions, meta, rows = self.prepare(batch)
+        hidden = self.model(input_ids, positions, meta, self.kv_cache)              # (N, d)
+        which = [i for i, r in enumerate(rows) if r >= 0]
+        if not which:
+            return None, []
+        idx = torch.tensor([rows[i] for i in which], dtype=torch.int64, device=hidden.device)
+        return self.model.compute_logits(hidden.index_select(0, idx)), which

@@ -1,0 +1,60 @@
+"""Sampler: greedy, temperature, top-k, top-p, seeds, and the returned log-probs (float64 reference)."""
+import torch
+
+from mrt.rollout.sampler import sample
+
+
+def _ref_logprobs(logits, temps, tokens):
+    t = torch.tensor([x if x > 0 else 1.0 for x in temps], dtype=torch.float64)
+    lp = torch.log_softmax(logits.double() / t[:, None], dim=-1)
+    return lp.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def test_greedy_and_logprobs(seed):
+    logits = torch.randn(5, 37) * 3
+    temps = [0.0, 0.7, 1.0, 0.0, 1.3]
+    tokens, logprobs = sample(logits, temps, [1.0] * 5, [None] * 5, [None] * 5)
+    for b in (0, 3):
+        assert tokens[b] == logits[b].argmax()
+    ref = _ref_logprobs(logits, temps, tokens)
+    # fp32 log_softmax against float64: a few ulps of values of order 10.
+    torch.testing.assert_close(logprobs.double(), ref, atol=1e-5, rtol=0)
+
+
+def test_draws_follow_the_tempered_distribution(seed):
+    V, draws, T = 6, 20000, 0.8
+    logits = torch.randn(1, V)
+    tokens, _ = sample(logits.expand(draws, V).contiguous(), [T] * draws, [1.0] * draws, [None] * draws,
+                       [None] * draws)
+    freq = torch.bincount(tokens, minlength=V).double() / draws
+    p = torch.softmax(logits[0].double() / T, -1)
+    sigma = (p * (1 - p) / draws).sqrt()
+    assert ((freq - p).abs() <= 6 * sigma + 1e-9).all(), f"freq {freq.tolist()} vs p {p.tolist()}"
+
+
+def test_top_k_and_top_p_restrict_the_support(seed):
+    V, draws = 50, 4000
+    logits = torch.randn(1, V).expand(draws, V).contiguous()
+    order = logits[0].argsort(descending=True)
+    tokens, logprobs = sample(logits, [1.0] * draws, [1.0] * draws, [3] * draws, [None] * draws)
+    assert set(tokens.tolist()) <= set(order[:3].tolist())
+    # The log-prob is taken before truncation.
+    torch.testing.assert_close(logprobs.double(), _ref_logprobs(logits, [1.0] * draws, tokens), atol=1e-5, rtol=0)
+    p = torch.softmax(logits[0].double(), -1)[order]
+    top_p = float(p[:2].sum() - 1e-4)           # the second token crosses top_p: exactly two kept
+    tokens, _ = sample(logits, [1.0] * draws, [top_p] * draws, [None] * draws, [None] * draws)
+    assert set(tokens.tolist()) == set(order[:2].tolist())
+
+
+def test_seeded_rows_do_not_depend_on_the_batch(seed):
+    V = 40
+    row = torch.randn(1, V)
+    gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
+    alone = [sample(row, [1.0], [0.9], [None], [g])[0].item() for g in [gen()] for _ in range(8)]
+    g = gen()
+    batched = []
+    for _ in range(8):
+        logits = torch.cat([torch.randn(2, V), row, torch.randn(1, V)])
+        tokens, _ = sample(logits, [1.0] * 4, [1.0, 1.0, 0.9, 1.0], [None] * 4, [None, None, g, None])
+        batched.append(tokens[2].item())
+    assert alone == batched
