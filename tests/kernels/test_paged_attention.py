@@ -71,7 +71,11 @@ def _error(out, truth):
 
 def _check_close(name, out, eager_err, truth, dtype, pairs):
     err = _error(out, truth)
-    tol = 2 * eager_err + torch.finfo(dtype).eps
+    # 2x eager's error plus a floor of a few ulps of the output's scale: fused kernels (SDPA's blocked online
+    # softmax, Triton tiles) round in another order than eager, so at outputs where eager happens to be exact they
+    # still differ by an ulp or two.
+    scale = float(truth.abs().max()) if truth.numel() else 1.0
+    tol = 2 * eager_err + 4 * torch.finfo(dtype).eps * max(scale, 1.0)
     worst = float(err.max()) if err.numel() else 0.0
     if not worst <= tol:   # also catches NaN
         n, h, d = divmod_index(int(err.argmax()), err.shape)
