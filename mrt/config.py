@@ -86,7 +86,7 @@ class DataConfig:
 class RolloutConfig:
     group_size: int = 8                   # G samples per prompt
     max_new_tokens: int = 96              # L, completion budget
-    temperature: float = 1.0
+    temperature: float = 0.7
     top_p: float = 1.0
     top_k: int | None = None
     block_size: int = 16
@@ -137,7 +137,7 @@ class MetaProverConfig:
     answer_max_tokens: int = 4
     temperature: float = 0.6
     top_p: float = 0.95
-    prompt_branches: bool = True          # estimate J_{-1} from the bare prompt
+    prompt_branches: bool = False         # estimate J_{-1} from the bare prompt (off: J_{-1} = 0)
 
     def __post_init__(self):
         _need(self.m >= 1, "meta_prover.m", f"must be >= 1, got {self.m}")
@@ -178,7 +178,7 @@ class RLConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-4
+    lr: float = 3e-4
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     eps: float = 1e-8
@@ -187,7 +187,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
     micro_batch_tokens: int = 4096        # tokens per forward/backward; gradients accumulate over micro-batches
-    steps: int = 40
+    steps: int = 250
     prompts_per_step: int = 8             # B, over all ranks
 
     def __post_init__(self):
@@ -233,10 +233,10 @@ class LoggingConfig:
 @dataclass
 class EvalConfig:
     path: str | None = None               # held-out prompts file (same format/columns as data); None: the task's split
-    held_out: int = 64                    # problems evaluated
+    held_out: int = 128                   # problems evaluated
     every: int = 0                        # steps; 0: only before and after training
-    samples: int = 1                      # samples per problem (pass@1 averaged)
-    temperature: float = 0.0              # 0: greedy
+    samples: int = 4                      # samples per problem (pass@1 averaged)
+    temperature: float = 0.7              # 0: greedy
     max_new_tokens: int | None = None     # None: rollout.max_new_tokens
 
     def __post_init__(self):

@@ -193,6 +193,16 @@ class BlockManager:
         seq.block_hashes = []
         seq.num_computed_tokens = 0
 
+    def reset_prefix_cache(self) -> int:
+        """Forget every cached block that no live sequence holds (their K/V came from older weights); returns how
+        many. Blocks still held stay registered until freed: callers reset between generate calls, when none are."""
+        stale = list(self._evictable)
+        for block_id in stale:
+            self._unregister(self.blocks[block_id])
+            self._free.append(block_id)
+        self._evictable.clear()
+        return len(stale)
+
     # ---- internals ----------------------------------------------------------------------------------------------
     def _needs_copy(self, seq: Sequence) -> bool:
         i = seq.num_computed_tokens // self.block_size

@@ -64,6 +64,12 @@ class Engine:
         model = CausalLM.from_pretrained(path, dtype=dtype, device=device)
         return cls(model, AutoTokenizer.from_pretrained(path), **kw)
 
+    def reset_prefix_cache(self) -> None:
+        """Drop the prefix cache: after an optimizer step the cached K/V no longer match the model's weights."""
+        if self.scheduler.has_unfinished():
+            raise RuntimeError("reset_prefix_cache: sequences are still running; call it between generate calls")
+        self.block_manager.reset_prefix_cache()
+
     @property
     def kv_cache(self) -> torch.Tensor:
         return self.runner.kv_cache

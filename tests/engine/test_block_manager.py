@@ -174,3 +174,18 @@ def test_random_workload_keeps_invariants(seed):
                 blk = bm.blocks[s.block_table[i]]
                 if blk.hash is not None:
                     assert blk.token_ids == tuple(s.token_ids[i * BS:(i + 1) * BS])
+
+
+def test_reset_prefix_cache_forgets_freed_blocks_only():
+    bm = BlockManager(num_blocks=8, block_size=4)
+    held, freed = _seq(list(range(9))), _seq(list(range(100, 109)))
+    for seq in (held, freed):
+        _compute(bm, seq)
+    bm.free(freed)
+    assert bm.num_cached_blocks == 4                       # two full blocks of each prompt
+    assert bm.reset_prefix_cache() == 2                    # only the freed sequence's cached blocks
+    assert bm.num_cached_blocks == 2
+    assert bm.match_prefix(list(range(100, 109)))[0] == []  # stale K/V are never served again
+    assert len(bm.match_prefix(list(range(9)))[0]) == 2     # the held sequence's blocks stay
+    assert bm.num_free_blocks == 8 - len(held.block_table)
+    bm.check_invariants([held])

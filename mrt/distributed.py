@@ -1,0 +1,138 @@
+"""Distributed runs through torchrun: process group, data-parallel wrapping, collectives for metrics.
+
+- Environment: torchrun sets RANK, WORLD_SIZE, LOCAL_RANK (and MASTER_ADDR/PORT); without them the run is a single
+  process and nothing is initialised.
+- Backend: gloo on the CPU, nccl on GPUs (`distributed.backend: auto`).
+- Generation: every rank generates its own share of the step's prompts with its own engine.
+- Update: DDP (gradients all-reduced in backward) or FSDP2 (`fully_shard` per decoder layer and the root). With FSDP2
+  the ranks' generation loops run different numbers of steps, so the model cannot all-gather inside them: the
+  parameters are gathered once per step into an unsharded generation copy (`Distributed.sync_generation_model`).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    strategy: str = "none"               # none | ddp | fsdp
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # ---- collectives (no-ops on one process) -------------------------------------------------------------------
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        if not self.enabled:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def all_gather_objects(self, obj) -> list:
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj):
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def shard(self, n: int) -> tuple[int, int]:
+        """[start, end) of this rank's share of n items (the first n % world_size ranks get one more)."""
+        q, r = divmod(n, self.world_size)
+        start = self.rank * q + min(self.rank, r)
+        return start, start + q + (1 if self.rank < r else 0)
+
+
+def init_distributed(backend: str = "auto", device: str | None = None) -> Distributed:
+    """Read torchrun's environment, pick the device and start the process group (when WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        if backend == "auto":
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+        if backend == "nccl" and dev.type != "cuda":
+            raise ValueError("distributed.backend: nccl needs GPUs; use gloo on the CPU")
+        dist.init_process_group(backend=backend, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(minutes=30))
+    return Distributed(rank, world, local, dev)
+
+
+def wrap_model(model: torch.nn.Module, dist_env: Distributed, strategy: str = "auto",
+               fsdp_min_params: int = 500_000_000):
+    """The module that takes the training forward: the model itself (one process), DDP or FSDP2.
+
+    strategy auto: DDP, or FSDP2 on GPUs for models of at least fsdp_min_params parameters.
+    """
+    if not dist_env.enabled:
+        dist_env.strategy = "none"
+        return model
+    if strategy == "auto":
+        big = sum(p.numel() for p in model.parameters()) >= fsdp_min_params
+        strategy = "fsdp" if big and dist_env.device.type == "cuda" else "ddp"
+    dist_env.strategy = strategy
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [dist_env.device.index] if dist_env.device.type == "cuda" else None
+        return DDP(model, device_ids=ids)
+    from torch.distributed.fsdp import fully_shard
+    for layer in model.model.layers:
+        fully_shard(layer)
+    fully_shard(model)
+    return model
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+@torch.no_grad()
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded parameters and buffers (every rank takes part in the all-gathers of FSDP2's DTensors)."""
+    out = {}
+    for name, t in unwrap(model).state_dict().items():
+        out[name] = t.full_tensor() if hasattr(t, "full_tensor") else t
+    return out
+
+
+@torch.no_grad()
+def sync_generation_model(train_model: torch.nn.Module, gen_model: torch.nn.Module) -> None:
+    """Copy the (gathered) training parameters into the unsharded generation model, in place (the engine keeps
+    references to gen_model's tensors)."""
+    full = full_state_dict(train_model)
+    for name, t in gen_model.state_dict().items():
+        t.copy_(full[name])
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

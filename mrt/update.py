@@ -1,0 +1,102 @@
+"""The policy update of one step: optimizer, learning-rate schedule, and the loss over packed micro-batches.
+
+Per micro-batch (traces packed without padding, at most `micro_batch_tokens` tokens):
+    hidden = model(ids, positions, PackedMetadata)                       # (N, d), no (N, V) logits
+    logp, entropy = fused_linear_logprobs(hidden, lm_head_weight, targets, temperature=T, return_entropy=True)
+    loss = mrt.loss.policy_loss(logp, old_logp, advantages, mask, ...)  # normalised by the WHOLE batch's counts
+    loss.backward()                                                      # gradients accumulate
+then clip the gradient norm and take one optimizer step. With several ranks the counts are the global ones and the
+loss is multiplied by the world size, so DDP's gradient mean is the gradient of the global batch loss.
+A non-finite loss or gradient norm skips the optimizer step (gradients dropped); the caller counts them.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from mrt_kernels import fused_linear_logprobs
+
+from .loss import policy_loss
+from .models import packed_metadata
+
+
+def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """AdamW; norms, biases (1-D tensors) get no weight decay."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def lr_lambda(cfg, total_steps: int):
+    """Multiplier of the base lr at optimizer step s: linear warmup over warmup_ratio * total, then cosine / linear /
+    constant decay to min_lr_ratio."""
+    warm = int(round(cfg.warmup_ratio * total_steps))
+
+    def f(s: int) -> float:
+        if s < warm:
+            return (s + 1) / (warm + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        frac = min(1.0, (s - warm) / max(1, total_steps - warm))
+        shape = 0.5 * (1.0 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else 1.0 - frac
+        return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape
+    return f
+
+
+def make_scheduler(optimizer, cfg, total_steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+
+
+def run_update(train_model, lm_head_weight, optimizer, micro, rl, *, temperature: float, grad_clip: float | None,
+               num_tokens: int, num_seqs: int, world_size: int = 1, autocast_dtype=None, ref_logp_fn=None) -> dict:
+    """One optimizer step over the micro-batches `micro` (PackedUpdate list of this rank). Returns stats (means
+    over this rank's completion tokens; `loss` is this rank's share, summed over ranks it is the batch loss) and `_finite` (1.0 when the step was skipped for a non-finite value)."""
+    optimizer.zero_grad(set_to_none=True)
+    device = lm_head_weight.device
+    sums = {"loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0, "clip_high_fraction": 0.0, "clip_low_fraction": 0.0,
+            "kl": 0.0, "approx_kl_old": 0.0, "ratio_mean": 0.0}
+    ratio_max, tok, finite = 0.0, 0, True
+    for i, mb in enumerate(micro):
+        # DDP: all-reduce the gradients only on the last micro-batch.
+        sync = contextlib.nullcontext() if i == len(micro) - 1 or not hasattr(train_model, "no_sync") \
+            else train_model.no_sync()
+        amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None \
+            else contextlib.nullcontext()
+        with sync:
+            with amp:
+                hidden = train_model(mb.input_ids, mb.positions, packed_metadata(mb.seq_lens, device))   # (N, d)
+            w = lm_head_weight if hidden.dtype == lm_head_weight.dtype else lm_head_weight.to(hidden.dtype)
+            logp, entropy = fused_linear_logprobs(hidden, w, mb.targets, temperature=temperature,
+                                                  return_entropy=True)
+            ref = ref_logp_fn(mb) if ref_logp_fn is not None else None
+            loss, st = policy_loss(logp, mb.old_logp, mb.advantages, mb.mask, mb.seq_ids, clip_low=rl.clip_low,
+                                   clip_high=rl.clip_high, kl_coef=rl.kl_coef, ref_logp=ref,
+                                   aggregation=rl.aggregation, constant_normalizer=rl.constant_normalizer,
+                                   num_tokens=num_tokens, num_seqs=num_seqs)
+            if not torch.isfinite(loss):
+                finite = False
+            (loss * world_size).backward()
+        n = int(mb.mask.sum())
+        tok += n
+        sums["loss"] += float(loss.detach())      # this rank's share of the batch loss
+        sums["entropy"] += float(entropy[mb.mask].sum())
+        for k in ("clip_fraction", "clip_high_fraction", "clip_low_fraction", "kl", "approx_kl_old", "ratio_mean"):
+            sums[k] += st[k] * n
+        ratio_max = max(ratio_max, st["ratio_max"])
+    stats = {k: (v if k == "loss" else v / max(tok, 1)) for k, v in sums.items()}
+    stats["ratio_max"] = ratio_max
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if grad_clip is not None:
+        gn = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        gn = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    gn = float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)
+    stats["grad_norm"] = gn
+    finite = finite and math.isfinite(gn)
+    stats["_finite"] = finite
+    return stats
