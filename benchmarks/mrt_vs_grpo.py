@@ -28,7 +28,7 @@ from mrt.eval import EvalConfig, markdown_table, run  # noqa: E402
 
 SIZES = {
     # steps of RL, held-out problems, samples per problem, budgets (output tokens), extrapolation rounds
-    "cpu": dict(steps=30, problems=48, samples=4, budgets=[16, 32, 48, 64, 96], rounds=2, round_tokens=32),
+    "cpu": dict(steps=250, problems=64, samples=4, budgets=[16, 32, 48, 64, 96], rounds=2, round_tokens=32),
     "gpu": dict(steps=200, problems=256, samples=16, budgets=[16, 32, 48, 64, 96, 128], rounds=4, round_tokens=48),
 }
 RUNS = {  # name -> train.py overrides
