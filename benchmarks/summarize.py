@@ -1,7 +1,7 @@
 """Print one table from the JSON files the benchmarks wrote: one block per file, one line per measured row.
 
-Each benchmark writes {..., "rows" | "results": [ {column: value}, ... ]}; columns are printed as found, so a new
-benchmark needs no change here.   usage: python benchmarks/summarize.py bench_results/*.json
+Each benchmark writes {..., "rows" (or another name): [ {column: value}, ... ]}; columns are printed as found, so a
+new benchmark needs no change here.   usage: python benchmarks/summarize.py bench_results/*.json
 """
 import json
 import sys
@@ -16,8 +16,11 @@ def _fmt(value) -> str:
 def summarize(path: str) -> None:
     with open(path) as f:
         data = json.load(f)
-    rows = data.get("rows") or data.get("results") or []
-    header = {k: v for k, v in data.items() if k not in ("rows", "results") and not isinstance(v, (list, dict))}
+    # The rows: the first list of dicts in the file ("rows", "results", "runs", ... as each benchmark names it).
+    rows = next((v for v in data.values() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)), [])
+    if not rows:  # or one dict per method: {"mrt": {...}, "grpo": {...}}
+        rows = [{"name": k, **v} for k, v in data.items() if isinstance(v, dict)]
+    header = {k: v for k, v in data.items() if not isinstance(v, (list, dict))}
     print(f"\n## {path}  " + "  ".join(f"{k}={_fmt(v)}" for k, v in header.items()))
     if not rows:
         print("(no rows)")
