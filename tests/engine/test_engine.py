@@ -15,6 +15,7 @@ transformers = pytest.importorskip("transformers")
 
 from mrt.models import CausalLM  # noqa: E402
 from mrt.rollout import Engine, ForkRequest, SamplingParams  # noqa: E402
+from tests.tiny_hf import unit_scale_weights_
 
 VOCAB, EOS = 103, 2
 FAMILIES = {
@@ -29,19 +30,7 @@ def _hf_model(family: str):
     cfg = getattr(transformers, cfg_name)(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
         head_dim=8, max_position_embeddings=128, rms_norm_eps=1e-6, eos_token_id=EOS, bos_token_id=1, **kw)
-    model = getattr(transformers, model_name)(cfg).eval()
-    # Unit-scale weights: the default std-0.02 init gives near-flat logits, where greedy ties would hide bugs.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1 + 0.2 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.3 * torch.randn_like(p))
-            elif "embed_tokens" in name:
-                p.copy_(torch.randn_like(p))
-            else:
-                p.copy_(torch.randn_like(p) / p.shape[1] ** 0.5)
-    return model
+    return unit_scale_weights_(getattr(transformers, model_name)(cfg).eval())
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))

@@ -20,6 +20,7 @@ transformers = pytest.importorskip("transformers")
 from mrt.models import (CausalLM, CheckpointError, ModelConfig, PagedMetadata, load_model,  # noqa: E402
                         load_tokenizer, packed_metadata, packed_positions)
 from mrt.models.rope import inv_freq  # noqa: E402
+from tests.tiny_hf import unit_scale_weights_
 
 VOCAB = 103   # odd vocabulary
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -44,19 +45,7 @@ def make_hf_model(family: str, **overrides):
     cfg = getattr(transformers, cfg_name)(
         vocab_size=VOCAB, hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
         head_dim=16, max_position_embeddings=256, rms_norm_eps=1e-6, eos_token_id=2, bos_token_id=1, **kw)
-    model = getattr(transformers, model_name)(cfg).eval()
-    # Weights of unit-scale activations (the default init of std 0.02 gives near-constant logits that any bug passes).
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1 + 0.2 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.3 * torch.randn_like(p))
-            elif "embed_tokens" in name:
-                p.copy_(torch.randn_like(p))
-            else:
-                p.copy_(torch.randn_like(p) / p.shape[1] ** 0.5)
-    return model
+    return unit_scale_weights_(getattr(transformers, model_name)(cfg).eval())
 
 
 def hf_logits(model, ids: torch.Tensor) -> torch.Tensor:
