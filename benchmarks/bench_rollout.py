@@ -76,12 +76,15 @@ def meta_prover(hf, model, cfg, rows):
     eng0.generate([prompt], trace_params)
     _sync(dev)
     t_trace_engine = time.perf_counter() - t0
-    _sync(dev)
-    t0 = time.perf_counter()
-    with torch.no_grad():
+    def hf_trace():
         ids = torch.tensor([prompt], device=dev)
         hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=L - P, min_new_tokens=L - P,
                     do_sample=True, temperature=0.9, pad_token_id=0)
+
+    _sync(dev)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        hf_trace()
     _sync(dev)
     t_trace_hf = time.perf_counter() - t0
 
@@ -112,13 +115,11 @@ def meta_prover(hf, model, cfg, rows):
     t_plain = time.perf_counter() - t0
     n_plain = eng2.stats["tokens_computed"]
 
-    # (iii) transformers: the trace, then m answers per boundary from the full prefix
+    # (i) transformers: the trace, then m answers per boundary from the full prefix
     _sync(dev)
     t0 = time.perf_counter()
     with torch.no_grad():
-        ids = torch.tensor([prompt], device=dev)
-        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=L - P, min_new_tokens=L - P,
-                    do_sample=True, temperature=0.9, pad_token_id=0)
+        hf_trace()
         for b in bounds:
             ids = torch.tensor([trace[:P + b] + term] * m, device=dev)
             hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=a, min_new_tokens=a,
