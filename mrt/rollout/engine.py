@@ -159,7 +159,7 @@ class Engine:
         rows_t = torch.tensor(rows, dtype=torch.int64, device=logits.device)
         tokens, logprobs = sample(logits.index_select(0, rows_t), [s.params.temperature for s in to_sample],
                                   [s.params.top_p for s in to_sample], [s.params.top_k for s in to_sample],
-                                  [s.generator for s in to_sample])
+                                  [s.draw_key() for s in to_sample])
         tokens, logprobs = tokens.tolist(), logprobs.tolist()
 
         done = []

@@ -5,8 +5,11 @@ set of largest p whose mass reaches top_p (the token that crosses it included); 
 token is drawn. Greedy rows (T_b = 0) take argmax(logits).
 
 Drawing uses the exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) i.i.d. picks i with probability p_i (the
-same law as a categorical draw), so a whole batch is drawn with one argmax; rows with a seed draw their E from
-their own generator, so a seeded sequence gets the same tokens however it is batched.
+same law as a categorical draw), so a whole batch is drawn with one argmax. Rows with a seed take their E from a
+counter-based generator instead: E_i = -log(u_i) with u_i a hash (splitmix64) of the row's draw key and i, where
+the key mixes the sequence's seed with its draw count (`draw_key`). The noise of the whole batch is then computed
+in a few vectorised integer ops on the logits' device, with no per-row generator and no host-to-device copy, and a
+seeded sequence gets the same tokens however it is batched, preempted or recomputed.
 
 The returned log-prob is log_softmax(logits / T)[token] (T = 1 for greedy), taken before top-k/top-p truncation:
 the probability of the token under the tempered policy, which is what the trainer's importance ratios need.
@@ -14,6 +17,48 @@ the probability of the token under the tempered policy, which is what the traine
 from __future__ import annotations
 
 import torch
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15            # splitmix64's increment
+_M1, _M2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _signed(x: int) -> int:
+    """A 64-bit unsigned value as the int64 torch stores (two's complement)."""
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def _mix64(z: int) -> int:
+    """splitmix64's finaliser on Python ints: a bijection of 64-bit values with full avalanche."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * _M1) & _MASK64
+    z = ((z ^ (z >> 27)) * _M2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def draw_key(stream: int, draw: int) -> int:
+    """The key of a seeded sequence's `draw`-th token (int64): distinct streams and draws give unrelated noise."""
+    return _signed(_mix64(_mix64(stream + _GOLDEN) + (draw + 1) * _GOLDEN))
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix64_tensor(z: torch.Tensor) -> torch.Tensor:
+    """_mix64 on an int64 tensor (multiplication wraps modulo 2^64, as the hash needs)."""
+    z = (z ^ _shr(z, 30)) * _signed(_M1)
+    z = (z ^ _shr(z, 27)) * _signed(_M2)
+    return z ^ _shr(z, 31)
+
+
+def keyed_exponential(keys: torch.Tensor, vocab: int) -> torch.Tensor:
+    """Exp(1) noise (len(keys), vocab) fp32, a pure function of each row's int64 key and the column index."""
+    cols = torch.arange(1, vocab + 1, dtype=torch.int64, device=keys.device) * _signed(_GOLDEN)
+    z = _mix64_tensor(keys[:, None] + cols[None, :])
+    u = (_shr(z, 11).double() + 0.5) * 2.0 ** -53          # top 53 bits -> uniform in (0, 1), never 0 or 1
+    return (-torch.log(u)).float()
 
 
 def _mask_top_k_top_p(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
@@ -33,13 +78,16 @@ def _mask_top_k_top_p(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: to
 
 
 def sample(logits: torch.Tensor, temperatures: list[float], top_ps: list[float], top_ks: list[int | None],
-           generators: list[torch.Generator | None]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one token per row of logits (B, V). Returns (tokens (B,) int64, logprobs (B,) fp32)."""
+           keys: list[int | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row of logits (B, V). Returns (tokens (B,) int64, logprobs (B,) fp32).
+
+    keys: per row, None (noise from torch's global generator) or a seeded row's `draw_key(stream, draw)`.
+    """
     if logits.dim() != 2:
         raise ValueError(f"logits must be (B, V), got {tuple(logits.shape)}")
     B, V = logits.shape
-    if not (len(temperatures) == len(top_ps) == len(top_ks) == len(generators) == B):
-        raise ValueError("one temperature, top_p, top_k and generator per row of logits")
+    if not (len(temperatures) == len(top_ps) == len(top_ks) == len(keys) == B):
+        raise ValueError("one temperature, top_p, top_k and key per row of logits")
     logits = logits.float()
     device = logits.device
     temps = torch.tensor(temperatures, dtype=torch.float32, device=device)
@@ -55,11 +103,12 @@ def sample(logits: torch.Tensor, temperatures: list[float], top_ps: list[float],
             top_k = torch.tensor([k if k else V for k in top_ks], device=device) if need_k else None
             top_p = torch.tensor(top_ps, dtype=torch.float32, device=device) if need_p else None
             probs = _mask_top_k_top_p(probs, top_k, top_p)
-        noise = torch.empty_like(probs).exponential_()
-        for b, gen in enumerate(generators):
-            if gen is not None and not bool(greedy[b]):
-                # The seeded draw is made on the CPU generator, then moved: the same stream on every device.
-                noise[b] = torch.empty(V, dtype=torch.float32).exponential_(generator=gen).to(device)
+        seeded = [b for b, key in enumerate(keys) if key is not None]
+        noise = torch.empty_like(probs).exponential_() if len(seeded) < B else torch.empty_like(probs)
+        if seeded:
+            rows = torch.tensor(seeded, dtype=torch.int64, device=device)
+            row_keys = torch.tensor([keys[b] for b in seeded], dtype=torch.int64, device=device)
+            noise.index_copy_(0, rows, keyed_exponential(row_keys, V))
         drawn = (probs / noise).argmax(dim=-1)
         tokens = torch.where(greedy, tokens, drawn)
     logprobs = logp_all.gather(-1, tokens[:, None]).squeeze(-1)

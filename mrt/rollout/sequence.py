@@ -16,7 +16,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
+from .sampler import draw_key
 
 
 @dataclass
@@ -100,7 +100,7 @@ class Sequence:
     max_computed: int = 0               # most tokens ever computed: below it, computing again is a recompute
     # samples 1..n-1 (or branches 1..m-1) that join when this one's prompt is computed
     siblings: list["Sequence"] = field(default_factory=list, repr=False)
-    generator: torch.Generator | None = field(default=None, repr=False)
+    seed_stream: int | None = None      # this sample's noise stream (from params.seed); None: unseeded
     branches: list["Sequence"] = field(default_factory=list, repr=False)
     num_new_tokens: int = 0             # tokens sampled in the last step (for the hook)
 
@@ -113,8 +113,12 @@ class Sequence:
             # One stream per sample, so results do not depend on how sequences are batched or preempted.
             # A branch also mixes in its fork point, so the branches of different boundaries draw differently.
             where = 0 if self.branch is None else self.branch.position + 1
-            self.generator = torch.Generator().manual_seed(
-                (self.params.seed * 1_000_003 + where * 7_919 + self.sample_index) % (2 ** 63))
+            self.seed_stream = (self.params.seed * 1_000_003 + where * 7_919 + self.sample_index) % (2 ** 63)
+
+    def draw_key(self) -> int | None:
+        """The sampler key of this sequence's next token: its stream and how many tokens it has drawn, so a
+        recomputed (preempted) sequence draws exactly what it would have."""
+        return None if self.seed_stream is None else draw_key(self.seed_stream, self.num_output_tokens)
 
     def __len__(self) -> int:
         return len(self.token_ids)

@@ -1,7 +1,7 @@
 """Sampler: greedy, temperature, top-k, top-p, seeds, and the returned log-probs (float64 reference)."""
 import torch
 
-from mrt.rollout.sampler import sample
+from mrt.rollout.sampler import draw_key, keyed_exponential, sample
 
 
 def _ref_logprobs(logits, temps, tokens):
@@ -49,12 +49,26 @@ def test_top_k_and_top_p_restrict_the_support(seed):
 def test_seeded_rows_do_not_depend_on_the_batch(seed):
     V = 40
     row = torch.randn(1, V)
-    gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
-    alone = [sample(row, [1.0], [0.9], [None], [g])[0].item() for g in [gen()] for _ in range(8)]
-    g = gen()
+    keys = [draw_key(seed, draw) for draw in range(8)]
+    alone = [sample(row, [1.0], [0.9], [None], [key])[0].item() for key in keys]
     batched = []
-    for _ in range(8):
+    for key in keys:
         logits = torch.cat([torch.randn(2, V), row, torch.randn(1, V)])
-        tokens, _ = sample(logits, [1.0] * 4, [1.0, 1.0, 0.9, 1.0], [None] * 4, [None, None, g, None])
+        tokens, _ = sample(logits, [1.0] * 4, [1.0, 1.0, 0.9, 1.0], [None] * 4, [None, None, key, None])
         batched.append(tokens[2].item())
     assert alone == batched
+    assert len(set(alone)) > 1                   # successive draws of one stream differ
+
+
+def test_keyed_noise_is_exponential_and_decorrelated(seed):
+    # Exp(1) has mean 1 and variance 1; rows of different keys and neighbouring columns must be uncorrelated.
+    keys = torch.tensor([draw_key(seed, d) for d in range(64)], dtype=torch.int64)
+    noise = keyed_exponential(keys, 4096).double()                       # (64, 4096)
+    n = noise.numel()
+    assert abs(noise.mean().item() - 1) < 6 / n ** 0.5
+    assert abs(noise.var().item() - 1) < 6 * (8 / n) ** 0.5               # Var of the sample variance: 8/n
+    u = torch.exp(-noise)                                                 # back to uniforms
+    for a, b in [(u[:, :-1], u[:, 1:]), (u[:-1], u[1:])]:
+        corr = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
+        assert abs(corr) < 6 / a.numel() ** 0.5
+    assert torch.equal(keyed_exponential(keys, 4096), keyed_exponential(keys, 4096))   # a pure function
