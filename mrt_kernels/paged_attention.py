@@ -165,7 +165,8 @@ def _select(q: torch.Tensor, block_size: int, requested: str | None) -> str:
     return next(b for b in order + ("reference",) if _unavailable(b, q, block_size) is None)
 
 
-def _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len, scale):
+def _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len, scale,
+           check_values=True):
     named = dict(q=q, k_cache=k_cache, v_cache=v_cache, block_tables=block_tables, context_lens=context_lens,
                  cu_seqlens_q=cu_seqlens_q)
     for name, t in named.items():
@@ -207,7 +208,7 @@ def _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_se
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"paged_attention: scale must be a finite float > 0, got {scale!r}")
     # Value checks where the metadata is on the CPU; on a GPU they would cost a device sync per step.
-    if q.device.type != "cpu":
+    if q.device.type != "cpu" or not check_values:
         return
     cu, ctx = cu_seqlens_q.long(), context_lens.long()
     q_lens = cu[1:] - cu[:-1]
@@ -236,15 +237,17 @@ def _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_se
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                     context_lens: torch.Tensor, cu_seqlens_q: torch.Tensor, max_seqlen_q: int, max_context_len: int,
-                    *, scale: float, backend: str | None = None) -> torch.Tensor:
+                    *, scale: float, backend: str | None = None, check_values: bool = True) -> torch.Tensor:
     """Causal attention of the N new tokens q (N, Hq, D) against the paged cache; returns (N, Hq, D) in q's dtype.
 
     k_cache / v_cache: (num_blocks, block_size, Hkv, D), Hq a multiple of Hkv; block_tables (B, max_blocks) int32;
     context_lens (B,) int32 (cached + new tokens); cu_seqlens_q (B+1,) int32; max_seqlen_q / max_context_len: ints
     bounding q_len_b / context_lens (they size grids and buffers without a device sync). backend: see the module
-    docstring.
+    docstring. check_values=False skips the checks of the metadata's values (shapes and dtypes are always
+    checked): for a caller that runs the same metadata through many layers and had the first call check it.
     """
-    _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len, scale)
+    _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len, scale,
+           check_values)
     which = _select(q, k_cache.shape[1], backend)
     args = (q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len)
     if which == "reference":

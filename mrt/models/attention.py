@@ -12,6 +12,7 @@ Output: o_proj of the (N, Hq * D) attention result.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -51,14 +52,21 @@ def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn: Pa
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
 
 
+class KVLayer(NamedTuple):
+    """One layer's view of the paged KV cache."""
+    k_cache: torch.Tensor       # (num_blocks, block_size, Hkv, D)
+    v_cache: torch.Tensor
+    check_values: bool          # check the metadata's values here (the first layer does; the rest share them)
+
+
 def paged_attention_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn: PagedMetadata,
-                          k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float) -> torch.Tensor:
+                          kv: KVLayer, scale: float) -> torch.Tensor:
     """Store the new k/v (N, Hkv, D) in this layer's cache, then attend q (N, Hq, D) to each sequence's context."""
     from mrt_kernels.kv_cache import store_kv
     from mrt_kernels.paged_attention import paged_attention
-    store_kv(k, v, k_cache, v_cache, attn.slot_mapping)
-    return paged_attention(q, k_cache, v_cache, attn.block_tables, attn.context_lens, attn.cu_seqlens_q,
-                           attn.max_seqlen_q, attn.max_context_len, scale=scale)
+    store_kv(k, v, kv.k_cache, kv.v_cache, attn.slot_mapping)
+    return paged_attention(q, kv.k_cache, kv.v_cache, attn.block_tables, attn.context_lens, attn.cu_seqlens_q,
+                           attn.max_seqlen_q, attn.max_context_len, scale=scale, check_values=kv.check_values)
 
 
 class Attention(nn.Module):
@@ -78,8 +86,7 @@ class Attention(nn.Module):
             self.q_norm = self.k_norm = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: PackedMetadata | PagedMetadata,
-                spans: list[tuple[int, int]] | None, kv_layer: tuple[torch.Tensor, torch.Tensor] | None
-                ) -> torch.Tensor:
+                spans: list[tuple[int, int]] | None, kv_layer: KVLayer | None) -> torch.Tensor:
         n = x.shape[0]
         q = self.q_proj(x).view(n, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(n, self.num_kv_heads, self.head_dim)
@@ -90,5 +97,5 @@ class Attention(nn.Module):
         if kv_layer is None:
             o = packed_attention(q, k, v, attn, spans, self.scale)
         else:
-            o = paged_attention_layer(q, k, v, attn, kv_layer[0], kv_layer[1], self.scale)
+            o = paged_attention_layer(q, k, v, attn, kv_layer, self.scale)
         return self.o_proj(o.reshape(n, self.num_heads * self.head_dim))

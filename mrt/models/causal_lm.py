@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import Attention
+from .attention import Attention, KVLayer
 from .attention_metadata import PackedMetadata, PagedMetadata
 from .config import ModelConfig
 from .hf_checkpoint import load_state_dict, save_state_dict
@@ -100,7 +100,7 @@ class CausalLM(nn.Module):
         cos, sin = self.rotary.cos_sin(positions, h.dtype)       # (N, D) each
         use_ckpt = self.gradient_checkpointing and spans is not None and torch.is_grad_enabled()
         for i, layer in enumerate(self.model.layers):
-            kv_layer = None if kv_cache is None else (kv_cache[i, 0], kv_cache[i, 1])
+            kv_layer = None if kv_cache is None else KVLayer(kv_cache[i, 0], kv_cache[i, 1], check_values=i == 0)
             if use_ckpt:
                 h = checkpoint(layer, h, cos, sin, attn, spans, kv_layer, use_reentrant=False)
             else:

@@ -319,7 +319,7 @@ def _local_store_kv(key, value, k_cache, v_cache, slot_mapping, *, backend=None)
 
 
 def _local_paged_attention(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q,
-                           max_context_len, *, scale, backend=None):
+                           max_context_len, *, scale, backend=None, check_values=True):
     """float64 gather + causal softmax; the definition the kernels package implements."""
     bs, g = k_cache.shape[1], q.shape[1] // k_cache.shape[2]
     out = torch.empty_like(q)

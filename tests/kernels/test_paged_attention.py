@@ -198,3 +198,18 @@ def test_backend_names():
     # "cpp" names the CPU path (sdpa), so MRT_KERNELS_BACKEND=cpp still runs attention on the CPU.
     torch.testing.assert_close(paged_attention(**args, backend="cpp"), paged_attention(**args, backend="sdpa"),
                                rtol=0, atol=0)
+
+
+def test_check_values_false_skips_only_the_value_checks():
+    # The model checks the metadata's values in its first layer only; shapes and dtypes are still checked in all.
+    q = torch.randn(2, 4, 8)
+    cache = torch.randn(3, 4, 2, 8)
+    tables = torch.tensor([[0, 7]], dtype=torch.int32)           # block 7 does not exist
+    ctx, cu = torch.tensor([6], dtype=torch.int32), torch.tensor([0, 2], dtype=torch.int32)
+    with pytest.raises(ValueError, match="block_tables"):
+        paged_attention(q, cache, cache, tables, ctx, cu, 2, 6, scale=0.3)
+    with pytest.raises(ValueError, match="context_lens"):
+        paged_attention(q, cache, cache, tables, ctx.long(), cu, 2, 6, scale=0.3, check_values=False)
+    ok = torch.tensor([[0, 2]], dtype=torch.int32)
+    out = paged_attention(q, cache, cache, ok, ctx, cu, 2, 6, scale=0.3, check_values=False)
+    torch.testing.assert_close(out, paged_attention(q, cache, cache, ok, ctx, cu, 2, 6, scale=0.3))
