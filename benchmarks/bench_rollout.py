@@ -1,16 +1,23 @@
 """Rollout workloads on a tiny random model: the meta-prover fork workload and plain sampling throughput.
 
-Meta-prover: one trace of L tokens (prompt included); at k evenly spaced boundaries, m answers of a tokens, each fed a
-termination text of t tokens. Three ways, computed tokens and wall time side by side:
-  (i)   transformers generate from each full prefix (+ termination text), m answers batched per boundary;
+Meta-prover: a trace of L tokens (prompt included); at k evenly spaced boundaries, m answers of a tokens, each fed a
+termination text of t tokens. Ideal: L + k * (t + m * a) computed tokens (the trace once, each termination text once,
+every answer token). Three ways, computed tokens and wall time side by side:
+  (i)   transformers generate from each full prefix (+ termination text), the m answers of a boundary batched;
   (ii)  the engine with prefix sharing off: every answer is a fresh prompt (prefix + termination text);
-  (iii) the engine with sharing and forks: the branches fork from the trace's own KV cache while it is generated.
-Ideal: L + k * (t + m * a) tokens. Goals: (iii) <= 1.1x ideal, >= 5x faster than (ii), >= 10x faster than (i).
-Each method's time is also split into the trace alone (timed separately, without the meta-prover) and the rest, the
-meta-prover's own cost (meta_prover_seconds, meta_speedup_of_iii).
+  (iii) the engine with sharing and forks: the branches fork from the trace's own KV cache.
+Two workloads:
+- "on a trace" (the goal rows): the meta-prover's own work on a finished trace: (i) and (ii) run every
+  prefix from scratch, (iii) prefills the trace once and forks all k boundaries from it (ForkRequest(position=...)).
+  Goals: (iii) <= 1.1x ideal tokens, >= 5x faster than (ii), >= 10x faster than (i).
+- "during generation" (what the trainer does online): the trace is sampled token by token and (iii) forks at each
+  boundary as it is passed, (i) / (ii) run their prefixes after it. The trace's L - P decode steps are the same in
+  every method and dominate wall time on a tiny model, so these rows also give the trace alone and the rest, the
+  meta-prover's cost (meta_prover_seconds, meta_speedup_of_iii).
 Throughput: batch B prompts, N new tokens each (no early stop), engine vs transformers generate; goal >= 2x.
+Every time is the median of --repeats runs (after one warm-up run of each method).
 
-    python benchmarks/bench_rollout.py --size cpu [--quick]
+    python benchmarks/bench_rollout.py --size cpu [--quick] [--repeats 3]
 Writes bench_results/bench_rollout.json.
 """
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -56,9 +64,22 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def meta_prover(hf, model, cfg, rows):
-    from mrt.rollout import Engine, ForkRequest, SamplingParams
-    L, k, m, t, a, P, dev = cfg["L"], cfg["k"], cfg["m"], cfg["t"], cfg["a"], cfg["prompt"], cfg["device"]
+def _timed(fn, repeats: int, device: str):
+    """(median seconds, last result) of fn() over `repeats` runs after one warm-up run."""
+    result = fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        result = fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+def _workload(cfg):
+    from mrt.rollout import SamplingParams
+    L, k, m, t, a, P = cfg["L"], cfg["k"], cfg["m"], cfg["t"], cfg["a"], cfg["prompt"]
     g = torch.Generator().manual_seed(1)
     prompt = torch.randint(2, cfg["model"]["vocab_size"], (P,), generator=g).tolist()
     term = torch.randint(2, cfg["model"]["vocab_size"], (t,), generator=g).tolist()
@@ -66,100 +87,133 @@ def meta_prover(hf, model, cfg, rows):
     bounds = [(L - P) * (j + 1) // (k + 1) for j in range(k)]
     trace_params = SamplingParams(temperature=0.9, max_tokens=L - P, stop_token_ids=[], seed=0)
     answer = SamplingParams(temperature=0.6, top_p=0.95, max_tokens=a, n=m, stop_token_ids=[], seed=1)
-    ideal = L + k * (t + m * a)
-
-    # The trace alone (no meta-prover), to split each method's time into trace and meta-prover parts: on a tiny
-    # model the trace's L decode steps dominate wall time whatever the meta-prover costs.
-    eng0 = Engine(model, block_size=16, num_blocks=L // 16 + 64)
-    _sync(dev)
-    t0 = time.perf_counter()
-    eng0.generate([prompt], trace_params)
-    _sync(dev)
-    t_trace_engine = time.perf_counter() - t0
-    def hf_trace():
-        ids = torch.tensor([prompt], device=dev)
-        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=L - P, min_new_tokens=L - P,
-                    do_sample=True, temperature=0.9, pad_token_id=0)
-
-    _sync(dev)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        hf_trace()
-    _sync(dev)
-    t_trace_hf = time.perf_counter() - t0
-
-    # (iii) engine, sharing + forks, the trace generated alongside
-    def hook(view):
-        return [ForkRequest(term, answer, tag=len(view.output_token_ids))] if len(view.output_token_ids) in bounds \
-            else None
-    eng = Engine(model, block_size=16, num_blocks=(L + k * m * (t + a)) // 16 + 64 * k * m)
-    _sync(dev)
-    t0 = time.perf_counter()
-    out = eng.generate([prompt], trace_params, hook=hook)[0].outputs[0]
-    _sync(dev)
-    t_fork = time.perf_counter() - t0
-    trace = prompt + out.token_ids
-    n_fork = eng.stats["tokens_computed"]
-    assert len(out.branches) == k * m
-
-    # (ii) engine, no sharing: the trace, then every answer as its own prompt
-    eng2 = Engine(model, block_size=16, enable_prefix_caching=False,
-                  num_blocks=(L + m * (L + t + a)) // 16 + 8 * m)
     one = SamplingParams(temperature=0.6, top_p=0.95, max_tokens=a, n=1, stop_token_ids=[], seed=1)
-    _sync(dev)
-    t0 = time.perf_counter()
-    eng2.generate([prompt], trace_params)
-    for b in bounds:
-        eng2.generate([trace[:P + b] + term] * m, one)
-    _sync(dev)
-    t_plain = time.perf_counter() - t0
-    n_plain = eng2.stats["tokens_computed"]
+    return prompt, term, bounds, trace_params, answer, one, L + k * (t + m * a)
 
-    # (i) transformers: the trace, then m answers per boundary from the full prefix
-    _sync(dev)
-    t0 = time.perf_counter()
+
+def _hf_answers(hf, trace, term, bounds, cfg):
+    """(i)'s meta-prover part: transformers generate, m answers per boundary from the full prefix."""
+    P, m, a, dev = cfg["prompt"], cfg["m"], cfg["a"], cfg["device"]
     with torch.no_grad():
-        hf_trace()
         for b in bounds:
             ids = torch.tensor([trace[:P + b] + term] * m, device=dev)
             hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=a, min_new_tokens=a,
                         do_sample=True, temperature=0.6, top_p=0.95, pad_token_id=0)
-    _sync(dev)
-    t_hf = time.perf_counter() - t0
-    n_hf = L + sum(m * (P + b + t) + m * a for b in bounds)     # prefill of each batch + one token per decode step
 
+
+def _hf_trace(hf, prompt, cfg):
+    L, P, dev = cfg["L"], cfg["prompt"], cfg["device"]
+    ids = torch.tensor([prompt], device=dev)
+    with torch.no_grad():
+        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=L - P, min_new_tokens=L - P,
+                    do_sample=True, temperature=0.9, pad_token_id=0)
+
+
+def _hf_tokens(cfg, bounds):
+    P, m, t, a = cfg["prompt"], cfg["m"], cfg["t"], cfg["a"]
+    return sum(m * (P + b + t) + m * a for b in bounds)      # prefill of each batch + one token per decode step
+
+
+def meta_prover_on_trace(hf, model, cfg, rows, repeats):
+    """The goal rows: the meta-prover's work on a finished trace."""
+    from mrt.rollout import Engine, ForkRequest, SamplingParams
+    L, k, m, t, a, P, dev = cfg["L"], cfg["k"], cfg["m"], cfg["t"], cfg["a"], cfg["prompt"], cfg["device"]
+    prompt, term, bounds, trace_params, answer, one, ideal = _workload(cfg)
+    eng0 = Engine(model, block_size=16, num_blocks=L // 16 + 64)
+    trace = prompt + eng0.generate([prompt], trace_params)[0].outputs[0].token_ids
+
+    def forks():        # (iii): the trace as a prompt; on its first step the hook forks every boundary
+        eng = Engine(model, block_size=16, num_blocks=(L + k * m * (t + a)) // 16 + 8 * k * m)
+        hook = lambda view: [ForkRequest(term, answer, tag=b, position=P + b) for b in bounds] \
+            if len(view.output_token_ids) == 1 else None
+        out = eng.generate([trace], SamplingParams(temperature=0.0, max_tokens=1, stop_token_ids=[]), hook=hook)
+        assert len(out[0].outputs[0].branches) == k * m
+        return eng.stats["tokens_computed"]
+
+    def plain():        # (ii): every answer a fresh prompt, no sharing
+        eng = Engine(model, block_size=16, enable_prefix_caching=False,
+                     num_blocks=k * m * (L + t + a) // 16 + 8 * k * m)
+        eng.generate([trace[:P + b] + term for b in bounds for _ in range(m)], one)
+        return eng.stats["tokens_computed"]
+
+    t_fork, n_fork = _timed(forks, repeats, dev)
+    t_plain, n_plain = _timed(plain, repeats, dev)
+    t_hf, _ = _timed(lambda: _hf_answers(hf, trace, term, bounds, cfg), repeats, dev)
+    n_hf = L + _hf_tokens(cfg, bounds)            # the trace's own prefill once, then every prefix again
+    for name, n, s in [("(i) transformers generate", n_hf, t_hf), ("(ii) engine, no sharing", n_plain, t_plain),
+                       ("(iii) engine, forks", n_fork, t_fork)]:
+        rows.append(dict(workload=f"meta-prover on a trace L={L} k={k} m={m} t={t} a={a}", method=name,
+                         tokens_computed=n, x_ideal=round(n / ideal, 3), seconds=round(s, 4),
+                         speedup_of_iii=round(s / t_fork, 2)))
+
+
+def meta_prover_during_generation(hf, model, cfg, rows, repeats):
+    """The trainer's online case: the trace is sampled while (iii) forks; (i) / (ii) run the prefixes after it."""
+    from mrt.rollout import Engine, ForkRequest
+    L, k, m, t, a, P, dev = cfg["L"], cfg["k"], cfg["m"], cfg["t"], cfg["a"], cfg["prompt"], cfg["device"]
+    prompt, term, bounds, trace_params, answer, one, ideal = _workload(cfg)
+
+    def engine_trace():
+        eng = Engine(model, block_size=16, num_blocks=L // 16 + 64)
+        return prompt + eng.generate([prompt], trace_params)[0].outputs[0].token_ids
+
+    def forks():
+        eng = Engine(model, block_size=16, num_blocks=(L + k * m * (t + a)) // 16 + 8 * k * m)
+        hook = lambda view: [ForkRequest(term, answer, tag=len(view.output_token_ids))] \
+            if len(view.output_token_ids) in bounds else None
+        out = eng.generate([prompt], trace_params, hook=hook)[0].outputs[0]
+        assert len(out.branches) == k * m
+        return eng.stats["tokens_computed"]
+
+    def plain():
+        eng = Engine(model, block_size=16, enable_prefix_caching=False,
+                     num_blocks=(L + k * m * (L + t + a)) // 16 + 8 * k * m)
+        trace = prompt + eng.generate([prompt], trace_params)[0].outputs[0].token_ids
+        eng.generate([trace[:P + b] + term for b in bounds for _ in range(m)], one)
+        return eng.stats["tokens_computed"]
+
+    def transformers():
+        _hf_trace(hf, prompt, cfg)
+        _hf_answers(hf, trace, term, bounds, cfg)     # the engine's trace: same prefixes for every method
+
+    t_trace_engine, trace = _timed(engine_trace, repeats, dev)
+    t_trace_hf, _ = _timed(lambda: _hf_trace(hf, prompt, cfg), repeats, dev)
+    t_fork, n_fork = _timed(forks, repeats, dev)
+    t_plain, n_plain = _timed(plain, repeats, dev)
+    t_hf, _ = _timed(transformers, repeats, dev)
+    n_hf = L + _hf_tokens(cfg, bounds)
     meta_fork = max(t_fork - t_trace_engine, 1e-9)
     for name, n, s, trace_s in [("(i) transformers generate", n_hf, t_hf, t_trace_hf),
                                 ("(ii) engine, no sharing", n_plain, t_plain, t_trace_engine),
                                 ("(iii) engine, forks", n_fork, t_fork, t_trace_engine)]:
-        rows.append(dict(workload=f"meta-prover L={L} k={k} m={m} t={t} a={a}", method=name, tokens_computed=n,
-                         x_ideal=round(n / ideal, 3), seconds=round(s, 3), speedup_of_iii=round(s / t_fork, 2),
-                         meta_prover_seconds=round(s - trace_s, 3),
+        rows.append(dict(workload=f"meta-prover during generation L={L} k={k} m={m} t={t} a={a}", method=name,
+                         tokens_computed=n, x_ideal=round(n / ideal, 3), seconds=round(s, 4),
+                         speedup_of_iii=round(s / t_fork, 2), trace_seconds=round(trace_s, 4),
+                         meta_prover_seconds=round(s - trace_s, 4),
                          meta_speedup_of_iii=round((s - trace_s) / meta_fork, 2)))
 
 
-def throughput(hf, model, cfg, rows):
+def throughput(hf, model, cfg, rows, repeats):
     from mrt.rollout import Engine, SamplingParams
     B, N, P, dev = cfg["batch"], cfg["new_tokens"], cfg["prompt"], cfg["device"]
     g = torch.Generator().manual_seed(2)
     prompts = torch.randint(2, cfg["model"]["vocab_size"], (B, P), generator=g)
-    eng = Engine(model, block_size=16, num_blocks=B * ((P + N) // 16 + 2))
-    _sync(dev)
-    t0 = time.perf_counter()
-    eng.generate(prompts.tolist(), SamplingParams(temperature=1.0, max_tokens=N, stop_token_ids=[], seed=3))
-    _sync(dev)
-    t_eng = time.perf_counter() - t0
-    _sync(dev)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        ids = prompts.to(dev)
-        hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N, min_new_tokens=N, do_sample=True,
-                    temperature=1.0, pad_token_id=0)
-    _sync(dev)
-    t_hf = time.perf_counter() - t0
+
+    def engine():
+        eng = Engine(model, block_size=16, num_blocks=B * ((P + N) // 16 + 2))
+        eng.generate(prompts.tolist(), SamplingParams(temperature=1.0, max_tokens=N, stop_token_ids=[], seed=3))
+
+    def transformers():
+        with torch.no_grad():
+            ids = prompts.to(dev)
+            hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N, min_new_tokens=N, do_sample=True,
+                        temperature=1.0, pad_token_id=0)
+
+    t_eng, _ = _timed(engine, repeats, dev)
+    t_hf, _ = _timed(transformers, repeats, dev)
     for name, s in [("transformers generate", t_hf), ("engine", t_eng)]:
         rows.append(dict(workload=f"sampling B={B} new={N}", method=name, tokens_computed=B * (P + N),
-                         x_ideal=None, seconds=round(s, 3), speedup_of_iii=None,
+                         x_ideal=None, seconds=round(s, 4), speedup_of_iii=None,
                          tokens_per_s=round(B * N / s, 1), engine_speedup=round(t_hf / t_eng, 2)))
 
 
@@ -167,7 +221,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(SIZES), default="cpu")
     ap.add_argument("--quick", action="store_true", help="L=256, k=4, 64 new tokens: a smoke run")
-    ap.add_argument("--only", choices=["meta", "throughput"], default=None)
+    ap.add_argument("--only", choices=["meta", "online", "throughput"], default=None,
+                    help="meta: the goal rows on a finished trace; online: during generation")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per method (the median is reported)")
     ap.add_argument("--out", default=os.path.join("bench_results", "bench_rollout.json"))
     args = ap.parse_args()
     cfg = dict(SIZES[args.size])
@@ -177,18 +233,20 @@ def main():
     hf, model = build_model(cfg["model"], dtype, cfg["device"])
     rows: list[dict] = []
     if args.only in (None, "meta"):
-        meta_prover(hf, model, cfg, rows)
+        meta_prover_on_trace(hf, model, cfg, rows, args.repeats)
+    if args.only in (None, "online"):
+        meta_prover_during_generation(hf, model, cfg, rows, args.repeats)
     if args.only in (None, "throughput"):
-        throughput(hf, model, cfg, rows)
-    cols = ["workload", "method", "tokens_computed", "x_ideal", "seconds", "speedup_of_iii", "meta_prover_seconds",
-            "meta_speedup_of_iii", "tokens_per_s", "engine_speedup"]
+        throughput(hf, model, cfg, rows, args.repeats)
+    cols = ["workload", "method", "tokens_computed", "x_ideal", "seconds", "speedup_of_iii", "trace_seconds",
+            "meta_prover_seconds", "meta_speedup_of_iii", "tokens_per_s", "engine_speedup"]
     print(" | ".join(cols))
     for r in rows:
         print(" | ".join("" if r.get(c) is None else str(r[c]) for c in cols))
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump(dict(size=args.size, quick=args.quick, torch_threads=torch.get_num_threads(), config=cfg,
-                       rows=rows), f, indent=2)
+        json.dump(dict(size=args.size, quick=args.quick, repeats=args.repeats, torch_threads=torch.get_num_threads(),
+                       config=cfg, rows=rows), f, indent=2)
     return 0
 
 

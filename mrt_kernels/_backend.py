@@ -53,6 +53,7 @@ def triton_error() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)      # registrations are fixed once the extension is loaded; asked on every call
 def has_compiled_kernel(op: str, dispatch_key: str) -> bool:
     """True if mrt_kernels._C registered a kernel for torch.ops.mrt_kernels.<op> under dispatch_key ('CPU', 'CUDA')."""
     if extension_error() is not None:

@@ -185,13 +185,16 @@ def _check_copy_blocks(kv_cache, src, dst) -> tuple[torch.Tensor, torch.Tensor]:
 # Public functions.
 
 def store_kv(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-             slot_mapping: torch.Tensor, *, backend: str | None = None) -> None:
+             slot_mapping: torch.Tensor, *, backend: str | None = None, check: bool = True) -> None:
     """Write token n's key/value (N, Hkv, D) into cache slot slot_mapping[n] of k_cache / v_cache, in place.
 
     k_cache / v_cache: (num_blocks, block_size, Hkv, D), contiguous, the dtype of key; slot_mapping: (N,) int64 with
     every slot valid and distinct. key/value may be strided views (e.g. of a fused qkv projection).
+    check=False skips the argument checks (the C++ and CUDA kernels still guard their memory accesses): for a caller
+    that stores arguments of the same kinds layer after layer and had the first call check them.
     """
-    _check_store_kv(key, value, k_cache, v_cache, slot_mapping)
+    if check:
+        _check_store_kv(key, value, k_cache, v_cache, slot_mapping)
     which = select_backend("store_kv", k_cache.device, backend, cpp_op="store_kv", cuda_op="store_kv",
                            triton_ok=triton is not None)
     if which == "reference":

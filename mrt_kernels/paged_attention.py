@@ -12,11 +12,14 @@ Backends (no backward: generation only, so no autograd.Function):
 - "triton": the project's own kernel (_paged_attention_triton.py), any block size, fp32 / fp16 / bf16;
 - "flash_attn": flash-attn's flash_attn_with_kvcache (decode) / flash_attn_varlen_func (prefill) where
   `import flash_attn` works, for fp16 / bf16 and block sizes that are multiples of 256 (flash-attn 2's page size);
-- "sdpa": gather the blocks into padded (B, Hkv, L, D) tensors, then torch's scaled_dot_product_attention with a
-  bottom-right causal mask (the CPU path; runs on any device);
+- "cpp": the C++ CPU kernel (csrc/paged_attention.cpp): reads every key/value row in place from its block with an
+  fp32 online softmax, so branches that share a trace's blocks never copy them; fp32 / fp16 / bf16;
+- "sdpa": gather the blocks, then torch's scaled_dot_product_attention: one padded call with a bottom-right causal
+  mask for the one-token (decode) rows, one call per sequence for the longer ones (prefill); runs on any device;
 - "reference": gather per sequence, then attention written out plainly (the definition).
-The global names are aliases here: "cpp" is the CPU path "sdpa" (torch's C++ kernels), "cuda" is "flash_attn"
-(compiled CUDA). Auto: flash_attn, then triton, then sdpa on a GPU; sdpa on the CPU.
+"cuda" is an alias of "flash_attn" (compiled CUDA). Auto: flash_attn, then triton, then sdpa on a GPU; on the CPU
+cpp for steps whose longest query run is at most CPP_MAX_SEQLEN_Q tokens (decode), else sdpa, whose blocked matmuls
+win once a sequence has more new tokens.
 """
 from __future__ import annotations
 
@@ -27,12 +30,15 @@ import os
 import torch
 import torch.nn.functional as F
 
-from ._backend import BackendError, unavailable_reason
+from ._backend import BackendError, extension_error, unavailable_reason
 
 __all__ = ["paged_attention", "paged_attention_ref", "PAGED_ATTENTION_BACKENDS"]
 
-PAGED_ATTENTION_BACKENDS = ("flash_attn", "triton", "sdpa", "reference")
-_ALIASES = {"cpp": "sdpa", "cuda": "flash_attn"}
+PAGED_ATTENTION_BACKENDS = ("flash_attn", "triton", "cpp", "sdpa", "reference")
+_ALIASES = {"cuda": "flash_attn"}
+# Longest query run the auto choice sends to the C++ kernel on the CPU. Its per-row dot products lose to SDPA's
+# blocked matmuls once a sequence has many new tokens (measured with benchmarks/bench_attention.py --size cpu).
+CPP_MAX_SEQLEN_Q = 8
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -69,38 +75,69 @@ def paged_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
 
 def _paged_attention_sdpa(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q,
                           max_context_len, scale):
-    n_tokens, num_q_heads, head_dim = q.shape
-    num_blocks, block_size, num_kv_heads, _ = k_cache.shape
-    group = num_q_heads // num_kv_heads
+    n_tokens = q.shape[0]
     batch = context_lens.shape[0]
     if n_tokens == 0 or batch == 0:
         return torch.empty_like(q)
-    dev, tq, length = q.device, max_seqlen_q, max_context_len
+    if max_seqlen_q == 1 and n_tokens == batch:            # every sequence has one new token: one padded call
+        return _sdpa_padded(q, k_cache, v_cache, block_tables, context_lens, max_context_len, scale)
+    # Sequences with several new tokens get a call each (padding them to the longest would waste B x Tq x L work);
+    # the one-token rows share one padded call.
+    cu, ctx = cu_seqlens_q.tolist(), context_lens.tolist()
+    out = torch.empty_like(q)
+    single = [b for b in range(batch) if cu[b + 1] - cu[b] == 1]
+    for b in range(batch):
+        q0, q1 = cu[b], cu[b + 1]
+        if q1 - q0 > 1:
+            out[q0:q1] = _sdpa_one(q[q0:q1], k_cache, v_cache, block_tables[b], ctx[b], scale)
+    if single:
+        sel = torch.tensor(single, device=q.device)
+        rows = cu_seqlens_q.long()[sel]
+        ctx_s = context_lens[sel]
+        out[rows] = _sdpa_padded(q.index_select(0, rows), k_cache, v_cache, block_tables.index_select(0, sel), ctx_s,
+                                 max(ctx[b] for b in single), scale)
+    return out
+
+
+def _gather(cache, table, length):
+    """(length, Hkv, D): positions 0..length-1 of one sequence, gathered from its blocks."""
+    block_size = cache.shape[1]
+    blocks = table[:-(-length // block_size)].long()
+    return cache.index_select(0, blocks).flatten(0, 1)[:length]
+
+
+def _sdpa_one(q, k_cache, v_cache, table, ctx, scale):
+    """One sequence's q (T, Hq, D), its last T positions of ctx, causal: SDPA's own causal kernel when there is no
+    cached prefix (T == ctx), else a bottom-right mask."""
+    t, num_q_heads, _ = q.shape
+    k = _gather(k_cache, table, ctx).transpose(0, 1)[None]            # (1, Hkv, ctx, D)
+    v = _gather(v_cache, table, ctx).transpose(0, 1)[None]
+    gqa = num_q_heads != k.shape[1]
+    qs = q.transpose(0, 1)[None]                                      # (1, Hq, T, D)
+    if t == ctx:
+        o = F.scaled_dot_product_attention(qs, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    else:
+        pos = torch.arange(ctx - t, ctx, device=q.device)
+        visible = torch.arange(ctx, device=q.device)[None, :] <= pos[:, None]                        # (T, ctx)
+        o = F.scaled_dot_product_attention(qs, k, v, attn_mask=visible, scale=scale, enable_gqa=gqa)
+    return o[0].transpose(0, 1)
+
+
+def _sdpa_padded(q, k_cache, v_cache, block_tables, context_lens, length, scale):
+    """One token per sequence (B rows of q): keys padded to the longest context and masked."""
+    batch, num_q_heads, head_dim = q.shape
+    num_blocks, block_size, num_kv_heads, _ = k_cache.shape
+    group = num_q_heads // num_kv_heads
     nb = -(-length // block_size)
     blocks = block_tables[:, :nb].reshape(-1).long()                                  # (B * nb,)
     k = k_cache.index_select(0, blocks).view(batch, nb * block_size, num_kv_heads, head_dim)[:, :length]
     v = v_cache.index_select(0, blocks).view(batch, nb * block_size, num_kv_heads, head_dim)[:, :length]
-    q_lens = (cu_seqlens_q[1:] - cu_seqlens_q[:-1]).long()                            # (B,)
-    decode = tq == 1 and n_tokens == batch
-    if decode:                                                                        # one token per sequence
-        q_pad = q.view(batch, 1, num_q_heads, head_dim)
-    else:                                                                             # scatter into (B, Tq, Hq, D)
-        seq = torch.repeat_interleave(torch.arange(batch, device=dev), q_lens, output_size=n_tokens)    # (N,)
-        row = seq * tq + torch.arange(n_tokens, device=dev) - cu_seqlens_q.long()[seq]                  # (N,)
-        q_pad = q.new_zeros(batch * tq, num_q_heads, head_dim).index_copy_(0, row, q)
-        q_pad = q_pad.view(batch, tq, num_q_heads, head_dim)
-    # GQA without copying K/V: the G query heads of a KV head become G x Tq query rows of that head.
-    qg = q_pad.view(batch, tq, num_kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
-    qg = qg.reshape(batch, num_kv_heads, group * tq, head_dim)                        # (B, Hkv, G*Tq, D)
-    # Bottom-right causal mask; padded query rows are clamped to position 0 so none is fully hidden (they are dropped).
-    q_pos = context_lens.long()[:, None] - q_lens[:, None] + torch.arange(tq, device=dev)[None, :]   # (B, Tq)
-    visible = torch.arange(length, device=dev)[None, None, :] <= q_pos.clamp(min=0)[:, :, None]     # (B, Tq, L)
-    visible = visible[:, None, None].expand(batch, 1, group, tq, length).reshape(batch, 1, group * tq, length)
-    out = F.scaled_dot_product_attention(qg, k.transpose(1, 2), v.transpose(1, 2), attn_mask=visible,
-                                         scale=scale)                                 # (B, Hkv, G*Tq, D)
-    out = out.view(batch, num_kv_heads, group, tq, head_dim).permute(0, 3, 1, 2, 4)
-    out = out.reshape(batch * tq, num_q_heads, head_dim)                              # (B*Tq, Hq, D)
-    return out if decode else out.index_select(0, row)
+    # GQA without copying K/V: the G query heads of a KV head become G query rows of that head.
+    qg = q.view(batch, num_kv_heads, group, head_dim)                                 # (B, Hkv, G, D)
+    visible = torch.arange(length, device=q.device)[None, :] < context_lens.long()[:, None]          # (B, L)
+    out = F.scaled_dot_product_attention(qg, k.transpose(1, 2), v.transpose(1, 2), attn_mask=visible[:, None, None],
+                                         scale=scale)                                 # (B, Hkv, G, D)
+    return out.reshape(batch, num_q_heads, head_dim)
 
 
 def _paged_attention_flash(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q,
@@ -131,6 +168,11 @@ def _flash_attn_error() -> str | None:
 def _unavailable(backend: str, q: torch.Tensor, block_size: int) -> str | None:
     if backend in ("reference", "sdpa"):
         return None
+    if backend == "cpp":
+        reason = unavailable_reason("cpp", q.device, cpp_op="paged_attention")
+        if reason is None and q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            reason = f"the C++ kernel takes fp32 / fp16 / bf16 (it accumulates in fp32), not {q.dtype}"
+        return reason
     if backend == "triton":
         reason = unavailable_reason("triton", q.device, triton_ok=True)
         if reason is None and q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -152,7 +194,7 @@ def _unavailable(backend: str, q: torch.Tensor, block_size: int) -> str | None:
                        f"(or the aliases {sorted(_ALIASES)})")
 
 
-def _select(q: torch.Tensor, block_size: int, requested: str | None) -> str:
+def _select(q: torch.Tensor, block_size: int, max_seqlen_q: int, requested: str | None) -> str:
     if requested is None:
         requested = os.environ.get("MRT_KERNELS_BACKEND") or None
     if requested is not None:
@@ -161,12 +203,14 @@ def _select(q: torch.Tensor, block_size: int, requested: str | None) -> str:
         if reason is not None:
             raise BackendError(f"paged_attention: backend {requested!r} is not available: {reason}")
         return name
-    order = ("flash_attn", "triton", "sdpa") if q.device.type == "cuda" else ("sdpa",)
+    if q.device.type == "cuda":
+        order = ("flash_attn", "triton", "sdpa")
+    else:
+        order = ("cpp", "sdpa") if max_seqlen_q <= CPP_MAX_SEQLEN_Q else ("sdpa",)
     return next(b for b in order + ("reference",) if _unavailable(b, q, block_size) is None)
 
 
-def _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len, scale,
-           check_values=True):
+def _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len, scale):
     named = dict(q=q, k_cache=k_cache, v_cache=v_cache, block_tables=block_tables, context_lens=context_lens,
                  cu_seqlens_q=cu_seqlens_q)
     for name, t in named.items():
@@ -208,7 +252,7 @@ def _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_se
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"paged_attention: scale must be a finite float > 0, got {scale!r}")
     # Value checks where the metadata is on the CPU; on a GPU they would cost a device sync per step.
-    if q.device.type != "cpu" or not check_values:
+    if q.device.type != "cpu":
         return
     cu, ctx = cu_seqlens_q.long(), context_lens.long()
     q_lens = cu[1:] - cu[:-1]
@@ -237,18 +281,19 @@ def _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_se
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                     context_lens: torch.Tensor, cu_seqlens_q: torch.Tensor, max_seqlen_q: int, max_context_len: int,
-                    *, scale: float, backend: str | None = None, check_values: bool = True) -> torch.Tensor:
+                    *, scale: float, backend: str | None = None, check: bool = True) -> torch.Tensor:
     """Causal attention of the N new tokens q (N, Hq, D) against the paged cache; returns (N, Hq, D) in q's dtype.
 
     k_cache / v_cache: (num_blocks, block_size, Hkv, D), Hq a multiple of Hkv; block_tables (B, max_blocks) int32;
     context_lens (B,) int32 (cached + new tokens); cu_seqlens_q (B+1,) int32; max_seqlen_q / max_context_len: ints
     bounding q_len_b / context_lens (they size grids and buffers without a device sync). backend: see the module
-    docstring. check_values=False skips the checks of the metadata's values (shapes and dtypes are always
-    checked): for a caller that runs the same metadata through many layers and had the first call check it.
+    docstring. check=False skips every argument check (the C++ and CUDA kernels still guard their memory accesses):
+    for a caller that runs arguments of the same shapes, dtypes and values through many layers and had the first
+    call check them, as the model does.
     """
-    _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len, scale,
-           check_values)
-    which = _select(q, k_cache.shape[1], backend)
+    if check:
+        _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len, scale)
+    which = _select(q, k_cache.shape[1], max_seqlen_q, backend)
     args = (q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len)
     if which == "reference":
         return paged_attention_ref(*args, scale=scale)
@@ -256,8 +301,20 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         return _paged_attention_sdpa(*args, float(scale))
     if which == "flash_attn":
         return _paged_attention_flash(*args, float(scale))
+    if which == "cpp":
+        if q.stride(-1) != 1:
+            q = q.contiguous()
+        return torch.ops.mrt_kernels.paged_attention(q, *args[1:], float(scale))
     from ._paged_attention_triton import paged_attention_triton
 
     if q.stride(-1) != 1:
         q = q.contiguous()
     return paged_attention_triton(q, *args[1:], float(scale))
+
+
+# Fake (meta) kernel so the compiled op traces under torch.compile.
+if extension_error() is None and hasattr(torch.ops.mrt_kernels, "paged_attention"):
+    @torch.library.register_fake("mrt_kernels::paged_attention")
+    def _paged_attention_fake(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q,
+                              max_context_len, scale):
+        return q.new_empty(q.shape)

@@ -56,7 +56,7 @@ class KVLayer(NamedTuple):
     """One layer's view of the paged KV cache."""
     k_cache: torch.Tensor       # (num_blocks, block_size, Hkv, D)
     v_cache: torch.Tensor
-    check_values: bool          # check the metadata's values here (the first layer does; the rest share them)
+    check: bool                 # check the kernels' arguments here (the first layer does; the rest pass the same kinds)
 
 
 def paged_attention_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn: PagedMetadata,
@@ -64,9 +64,9 @@ def paged_attention_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, att
     """Store the new k/v (N, Hkv, D) in this layer's cache, then attend q (N, Hq, D) to each sequence's context."""
     from mrt_kernels.kv_cache import store_kv
     from mrt_kernels.paged_attention import paged_attention
-    store_kv(k, v, kv.k_cache, kv.v_cache, attn.slot_mapping)
+    store_kv(k, v, kv.k_cache, kv.v_cache, attn.slot_mapping, check=kv.check)
     return paged_attention(q, kv.k_cache, kv.v_cache, attn.block_tables, attn.context_lens, attn.cu_seqlens_q,
-                           attn.max_seqlen_q, attn.max_context_len, scale=scale, check_values=kv.check_values)
+                           attn.max_seqlen_q, attn.max_context_len, scale=scale, check=kv.check)
 
 
 class Attention(nn.Module):

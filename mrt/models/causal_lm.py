@@ -97,10 +97,10 @@ class CausalLM(nn.Module):
             raise ValueError(f"attn must be PackedMetadata or PagedMetadata, got {type(attn).__name__}")
 
         h = self.model.embed_tokens(input_ids)                    # (N, d)
-        cos, sin = self.rotary.cos_sin(positions, h.dtype)       # (N, D) each
+        cos, sin = self.rotary.cos_sin(positions, h.dtype)       # (N, 1, D) each; sin carries rotate_half's sign
         use_ckpt = self.gradient_checkpointing and spans is not None and torch.is_grad_enabled()
         for i, layer in enumerate(self.model.layers):
-            kv_layer = None if kv_cache is None else KVLayer(kv_cache[i, 0], kv_cache[i, 1], check_values=i == 0)
+            kv_layer = None if kv_cache is None else KVLayer(kv_cache[i, 0], kv_cache[i, 1], check=i == 0)
             if use_ckpt:
                 h = checkpoint(layer, h, cos, sin, attn, spans, kv_layer, use_reentrant=False)
             else:

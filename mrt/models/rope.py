@@ -9,6 +9,9 @@ inv_freq_i = theta^(-2i/D) (i < D/2), changed by the scaling variants in `INV_FR
   (1 - s) * inv_freq / factor + s * inv_freq.
 Angles are computed in float32 from the positions of each forward (no cache of max_position_embeddings rows, which
 for 128k-context models would cost more than it saves) and cast to the activations' dtype, as transformers does.
+Once per forward, not per layer, the sine table is also given the sign of rotate_half: with roll(x) = (x2, x1),
+rotate_half(x) * sin = roll(x) * sin_signed, sin_signed = (-sin_1, sin_2); negation is exact, so every layer's
+rope costs a roll, two products and a sum, with the same rounding as transformers' formula.
 """
 from __future__ import annotations
 
@@ -59,21 +62,18 @@ class Rotary:
         self._on_device: dict[torch.device, torch.Tensor] = {}
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions (N,) int -> cos, sin (N, head_dim) in dtype."""
+        """positions (N,) int -> cos, sin_signed (N, 1, head_dim) in dtype, ready to broadcast over heads."""
         f = self._on_device.get(positions.device)
         if f is None:
             with torch.inference_mode(False):    # a copy made during generation must also serve training
                 f = self._on_device[positions.device] = self.inv_freq.to(positions.device)
         freqs = positions.float()[:, None] * f[None, :]     # (N, D/2), one fp32 product each, as HF's matmul
-        emb = torch.cat((freqs, freqs), dim=-1)             # (N, D)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        sin = freqs.sin()
+        cos = torch.cat((freqs, freqs), dim=-1).cos()       # (N, D)
+        sin_signed = torch.cat((-sin, sin), dim=-1)
+        return cos.to(dtype)[:, None, :], sin_signed.to(dtype)[:, None, :]
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (N, H, D), cos/sin (N, D) -> rope(x) (N, H, D)."""
-    return x * cos[:, None, :] + rotate_half(x) * sin[:, None, :]
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """x (N, H, D), cos / sin_signed (N, 1, D) from `Rotary.cos_sin` -> rope(x) (N, H, D)."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin_signed

@@ -10,7 +10,6 @@ The KV cache is one tensor (num_layers, 2, num_blocks, block_size, Hkv, D) in th
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from mrt.models.attention_metadata import PagedMetadata
@@ -37,37 +36,41 @@ class ModelRunner:
         return self.kv_cache.device
 
     def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, PagedMetadata, list[int]]:
-        """(input_ids, positions, metadata, rows): rows[i] is the token row to sample for batch sequence i, or -1."""
+        """(input_ids, positions, metadata, rows): rows[i] is the token row to sample for batch sequence i, or -1.
+
+        Plain Python lists, then one tensor per field: a step is mostly one-token rows, where per-row numpy calls
+        cost more than the arithmetic."""
         bs = self.block_size
-        ids, pos, slots, rows = [], [], [], []
+        ids, pos, slots, rows, ctx, tables = [], [], [], [], [], []
         cu = [0]
-        ctx = []
-        max_blocks = max(len(s.block_table) for s in batch.seqs)
-        tables = np.zeros((len(batch), max_blocks), dtype=np.int32)
-        for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_tokens)):
+        width = max(len(s.block_table) for s in batch.seqs)
+        for seq, n in zip(batch.seqs, batch.num_tokens):
             c = seq.num_computed_tokens
-            ids.append(seq.token_ids[c:c + n])
-            p = np.arange(c, c + n, dtype=np.int64)
-            pos.append(p)
-            table = np.asarray(seq.block_table, dtype=np.int64)
-            tables[i, :len(table)] = table
-            slots.append(table[p // bs] * bs + p % bs)
+            table = seq.block_table
+            if n == 1:
+                ids.append(seq.token_ids[c])
+                pos.append(c)
+                slots.append(table[c // bs] * bs + c % bs)
+            else:
+                ids.extend(seq.token_ids[c:c + n])
+                pos.extend(range(c, c + n))
+                slots.extend(table[p // bs] * bs + p % bs for p in range(c, c + n))
             cu.append(cu[-1] + n)
             ctx.append(c + n)
             rows.append(cu[-1] - 1 if c + n == len(seq) else -1)
+            tables.append(table + [0] * (width - len(table)))
         dev = self.device
-        input_ids = torch.from_numpy(np.concatenate([np.asarray(x, dtype=np.int64) for x in ids])).to(dev)
-        positions = torch.from_numpy(np.concatenate(pos)).to(dev)
         meta = PagedMetadata(
             cu_seqlens_q=torch.tensor(cu, dtype=torch.int32, device=dev),
             context_lens=torch.tensor(ctx, dtype=torch.int32, device=dev),
-            block_tables=torch.from_numpy(tables).to(dev),
-            slot_mapping=torch.from_numpy(np.concatenate(slots)).to(dev),
+            block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
+            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
             max_seqlen_q=max(batch.num_tokens),
             max_context_len=max(ctx),
             block_size=bs,
         )
-        return input_ids, positions, meta, rows
+        return (torch.tensor(ids, dtype=torch.int64, device=dev), torch.tensor(pos, dtype=torch.int64, device=dev),
+                meta, rows)
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         if not copies:

@@ -312,14 +312,14 @@ def test_training_call_with_fused_logprobs(tmp_path, seed):
 
 
 # ---- generation mode: paged KV cache -------------------------------------------------------------------------------
-def _local_store_kv(key, value, k_cache, v_cache, slot_mapping, *, backend=None):
+def _local_store_kv(key, value, k_cache, v_cache, slot_mapping, *, backend=None, check=True):
     bs = k_cache.shape[1]
     k_cache[slot_mapping // bs, slot_mapping % bs] = key
     v_cache[slot_mapping // bs, slot_mapping % bs] = value
 
 
 def _local_paged_attention(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q,
-                           max_context_len, *, scale, backend=None, check_values=True):
+                           max_context_len, *, scale, backend=None, check=True):
     """float64 gather + causal softmax; the definition the kernels package implements."""
     bs, g = k_cache.shape[1], q.shape[1] // k_cache.shape[2]
     out = torch.empty_like(q)

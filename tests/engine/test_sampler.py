@@ -72,3 +72,21 @@ def test_keyed_noise_is_exponential_and_decorrelated(seed):
         corr = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
         assert abs(corr) < 6 / a.numel() ** 0.5
     assert torch.equal(keyed_exponential(keys, 4096), keyed_exponential(keys, 4096))   # a pure function
+
+
+def test_top_k_top_p_mask_matches_a_sorted_reference(seed):
+    """The threshold mask keeps exactly the tokens a per-row sort-and-cut keeps (no ties in random probs)."""
+    from mrt.rollout.sampler import _mask_top_k_top_p
+    B, V = 9, 301
+    probs = torch.softmax(torch.randn(B, V) * 2, -1)
+    top_k = torch.tensor([1, 5, 300, 301, 7, 2, 50, 301, 301])
+    top_p = torch.tensor([1.0, 0.5, 0.9, 0.3, 1.0, 0.99, 0.2, 1e-6, 1.0])
+    masked = _mask_top_k_top_p(probs, top_k, top_p)
+    for b in range(B):
+        order = probs[b].double().argsort(descending=True)
+        mass_before = probs[b].double()[order].cumsum(0) - probs[b].double()[order]
+        n_keep = min(int(top_k[b]), int((mass_before < float(top_p[b])).sum()))
+        expected = torch.zeros(V, dtype=torch.bool)
+        expected[order[:max(n_keep, 1)]] = True
+        assert torch.equal(masked[b] > 0, expected), b
+        torch.testing.assert_close(masked[b][expected], probs[b][expected], rtol=0, atol=0)

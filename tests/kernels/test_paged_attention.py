@@ -13,10 +13,13 @@ import pytest
 import torch
 
 from mrt_kernels import BackendError
+from mrt_kernels._backend import has_compiled_kernel
 from mrt_kernels.kv_cache import store_kv_ref
 from mrt_kernels.paged_attention import _unavailable, paged_attention, paged_attention_ref
 
-BACKENDS = ("reference", "sdpa", "triton", "flash_attn")
+BACKENDS = ("reference", "sdpa", "cpp", "triton", "flash_attn")
+HAS_CPP = has_compiled_kernel("paged_attention", "CPU")
+CPP = ["cpp"] if HAS_CPP else []
 
 
 def _dense_truth(q, keys, values, q_lens):
@@ -118,15 +121,15 @@ SHAPES = [  # (Hq, Hkv, D, block_size)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "hq{}-hkv{}-d{}-bs{}".format(*s))
 def test_fp32_all_backends(seed, pairs, shape):
     ran = _run_all(pairs, *shape, torch.float32, "cpu")
-    assert {"reference", "sdpa", "triton"} <= set(ran), ran
+    assert {"reference", "sdpa", "triton", *CPP} <= set(ran), ran
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
 @pytest.mark.parametrize("pairs", [DECODE, PREFIX], ids=["decode", "prefix"])
 def test_other_dtypes_cpu(seed, dtype, pairs):
     # bf16 tl.dot is wrong under the Triton interpreter: the 16-bit Triton path is tested on a GPU only.
-    ran = _run_all(pairs, 6, 2, 24, 16, dtype, "cpu", backends=("reference", "sdpa"))
-    assert ran == ["reference", "sdpa"]
+    ran = _run_all(pairs, 6, 2, 24, 16, dtype, "cpu", backends=("reference", "sdpa", "cpp"))
+    assert ran == (["reference", "sdpa"] if dtype == torch.float64 else ["reference", "sdpa", *CPP])
 
 
 @pytest.mark.parametrize("num_splits", [2, 3])
@@ -145,7 +148,29 @@ def test_triton_split_kv(seed, num_splits, pairs):
 def test_no_new_tokens_in_some_sequences(seed):
     # A sequence with q_len 0 (e.g. waiting on a fork) contributes no rows and must not disturb the others.
     ran = _run_all([(0, 9), (3, 11), (0, 1)], 4, 2, 16, 4, torch.float32, "cpu")
-    assert "triton" in ran
+    assert {"triton", "sdpa", *CPP} <= set(ran)
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="mrt_kernels._C has no paged_attention CPU kernel")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("pairs", [[(40, 40), (33, 50), (1, 300)], [(17, 100), (16, 16), (2, 65)]],
+                         ids=["tiles", "tile-edges"])
+def test_cpp_query_tiles(seed, dtype, pairs):
+    """The C++ kernel splits a sequence's new tokens into tiles of 16: runs of 16, 17, 33, 40 cross tile edges."""
+    assert _run_all(pairs, 6, 2, 40, 16, dtype, "cpu", backends=("reference", "cpp")) == ["reference", "cpp"]
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="mrt_kernels._C has no paged_attention CPU kernel")
+def test_cpp_opcheck():
+    args, _ = _case(MIXED, 6, 2, 24, 16, torch.float32, "cpu")
+    torch.library.opcheck(torch.ops.mrt_kernels.paged_attention.default, (*args, 0.2))
+
+
+def test_auto_choice_on_cpu():
+    from mrt_kernels.paged_attention import CPP_MAX_SEQLEN_Q, _select
+    q = torch.zeros(3, 4, 8)
+    assert _select(q, 16, 1, None) == ("cpp" if HAS_CPP else "sdpa")
+    assert _select(q, 16, CPP_MAX_SEQLEN_Q + 1, None) == "sdpa"
 
 
 @pytest.mark.gpu
@@ -195,21 +220,23 @@ def test_backend_names():
         paged_attention(**args, backend="flash_attn")
     with pytest.raises(BackendError, match="unknown"):
         paged_attention(**args, backend="nope")
-    # "cpp" names the CPU path (sdpa), so MRT_KERNELS_BACKEND=cpp still runs attention on the CPU.
-    torch.testing.assert_close(paged_attention(**args, backend="cpp"), paged_attention(**args, backend="sdpa"),
-                               rtol=0, atol=0)
+    with pytest.raises(BackendError, match="fp32 / fp16 / bf16"):
+        paged_attention(**{**args, "q": args["q"].double(), "k_cache": args["k_cache"].double(),
+                           "v_cache": args["v_cache"].double()}, backend="cpp")
 
 
-def test_check_values_false_skips_only_the_value_checks():
-    # The model checks the metadata's values in its first layer only; shapes and dtypes are still checked in all.
+def test_check_false_skips_the_checks_but_the_cpp_kernel_still_guards_memory():
+    # The model checks the arguments in its first layer only and passes check=False to the others.
     q = torch.randn(2, 4, 8)
     cache = torch.randn(3, 4, 2, 8)
     tables = torch.tensor([[0, 7]], dtype=torch.int32)           # block 7 does not exist
     ctx, cu = torch.tensor([6], dtype=torch.int32), torch.tensor([0, 2], dtype=torch.int32)
     with pytest.raises(ValueError, match="block_tables"):
         paged_attention(q, cache, cache, tables, ctx, cu, 2, 6, scale=0.3)
-    with pytest.raises(ValueError, match="context_lens"):
-        paged_attention(q, cache, cache, tables, ctx.long(), cu, 2, 6, scale=0.3, check_values=False)
+    if HAS_CPP:
+        with pytest.raises(RuntimeError, match="out of range"):
+            paged_attention(q, cache, cache, tables, ctx, cu, 2, 6, scale=0.3, check=False, backend="cpp")
     ok = torch.tensor([[0, 2]], dtype=torch.int32)
-    out = paged_attention(q, cache, cache, ok, ctx, cu, 2, 6, scale=0.3, check_values=False)
-    torch.testing.assert_close(out, paged_attention(q, cache, cache, ok, ctx, cu, 2, 6, scale=0.3))
+    for backend in ("sdpa", *CPP):
+        out = paged_attention(q, cache, cache, ok, ctx, cu, 2, 6, scale=0.3, check=False, backend=backend)
+        torch.testing.assert_close(out, paged_attention(q, cache, cache, ok, ctx, cu, 2, 6, scale=0.3))
