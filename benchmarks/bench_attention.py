@@ -3,9 +3,11 @@
 Decode reads every cached key and value once, so its speed limit is memory bandwidth: achieved = (K/V bytes of all
 contexts + q + out) / time, compared with a device-to-device copy measured in the same run (read + write bytes /
 time). Goal on a GPU: >= 60% of copy bandwidth at batch 64 x 4k context (R1-Distill-Qwen-1.5B heads: 12 query heads,
-2 KV heads, head dim 128, bf16, blocks of 16 scattered in random order). A prefill-with-prefix case is timed too.
+2 KV heads, head dim 128, bf16, blocks of 16 scattered in random order). A prefill-with-prefix case is timed too,
+and on the CPU short runs of 2, 4 and 8 new tokens per sequence: where the auto choice moves from the C++ kernel to
+SDPA (mrt_kernels.paged_attention.CPP_MAX_ROWS).
 
-    python benchmarks/bench_attention.py --size cpu      # small, fp32: reference vs sdpa (and triton off-interpreter)
+    python benchmarks/bench_attention.py --size cpu      # small, fp32: reference, sdpa, cpp (triton off-interpreter)
     python benchmarks/bench_attention.py --size gpu      # the goal's size
 Prints a table and writes JSON (default bench_results/bench_attention.json).
 """
@@ -22,8 +24,10 @@ import torch
 from mrt_kernels.paged_attention import PAGED_ATTENTION_BACKENDS, _unavailable, paged_attention
 
 SIZES = {  # decode (batch, context), prefill (batch, prefix, new tokens), heads, dtype, iterations
-    "cpu": dict(decode=(4, 512), prefill=(2, 200, 56), hq=12, hkv=2, d=128, dtype=torch.float32, iters=5),
-    "gpu": dict(decode=(64, 4096), prefill=(4, 3072, 1024), hq=12, hkv=2, d=128, dtype=torch.bfloat16, iters=50),
+    "cpu": dict(decode=(4, 512), prefill=(2, 200, 56), chunks=[(8, 600, 2), (8, 600, 4), (8, 600, 8)], hq=12, hkv=2, d=128,
+                dtype=torch.float32, iters=5),
+    "gpu": dict(decode=(64, 4096), prefill=(4, 3072, 1024), chunks=[], hq=12, hkv=2, d=128, dtype=torch.bfloat16,
+                iters=50),
 }
 
 
@@ -94,6 +98,7 @@ def main():
     b, ctx = cfg["decode"]
     pb, prefix, new = cfg["prefill"]
     cases = [(f"decode {b}x{ctx}", (b, ctx - 1, 1)), (f"prefill {pb}x({prefix}+{new})", (pb, prefix, new))]
+    cases += [(f"chunk {cb}x({cp}+{cn})", (cb, cp, cn)) for cb, cp, cn in cfg["chunks"]]
     for case, (batch, pre, q_len) in cases:
         for backend in PAGED_ATTENTION_BACKENDS:
             block_size = 256 if backend == "flash_attn" else 16

@@ -11,10 +11,12 @@
 // Branches forked from one trace share its blocks, so that copy is many times the memory actually read; here each
 // key row is read in place and stays in cache across the branches that share it.
 //
-// Work item = (sequence, KV head, tile of up to kTileTokens query tokens); items run in parallel. An item keeps its
-// R = tokens x G query rows (the G = Hq / Hkv query heads of the KV head, GQA) in fp32 and walks the visible blocks
-// once with the online softmax (running max m, sum l, accumulator acc per row), so each key and value row is loaded
-// once for all R rows. Scores, softmax and accumulation are fp32 whatever the cache dtype.
+// Work item = (sequence, KV head, tile of up to kTileTokens new tokens); items run in parallel. The item's rows are
+// its tokens under each of the G = Hq / Hkv query heads that read this KV head (GQA); it keeps them in fp32 and walks
+// the visible blocks once with the online softmax (running max m, sum l, accumulator acc per row), so each key and
+// value row is loaded once for all the rows. Scores, softmax and accumulation are fp32 whatever the cache dtype.
+// (Walking the blocks that forked branches share once per group of branches was tried and measured no faster here:
+// a trace's blocks fit in L2, so the per-sequence walk already reads them from cache.)
 //
 // The Python launcher (mrt_kernels/paged_attention.py) checks shapes, dtypes and the metadata's values and raises
 // ValueError naming the argument; the TORCH_CHECKs here only guard memory when the op is called directly.
@@ -71,7 +73,7 @@ inline void to_float(const scalar_t* src, float* dst, int64_t n) {
 }
 
 struct WorkItem {
-  int64_t seq, kv_head, tok_begin, tok_end;   // query tokens [tok_begin, tok_end) of sequence seq (0-based in it)
+  int64_t seq, kv_head, tok_begin, tok_end;   // new tokens [tok_begin, tok_end) of sequence seq (0-based in it)
 };
 
 struct Problem {                              // the op's arguments, as raw pointers and sizes
@@ -96,22 +98,81 @@ struct Scratch {
         kbuf(block_size * dim), vbuf(block_size * dim), row_pos(rows) {}
 };
 
+// Rows [0, rows) take keys [0, n_keys) of one block (row r sees those at positions <= row_pos[r]; the block's first
+// key is at position key_pos0): scores, online-softmax update of m, l and acc.
+__attribute__((always_inline)) inline void attend_block(Scratch& S, int64_t rows, const float* keys,
+                                                        const float* values, int64_t key_stride, int64_t n_keys,
+                                                        int64_t key_pos0, int64_t dim) {
+  float* s = S.scores.data();
+  float* p = S.probs.data();
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t visible = std::min<int64_t>(n_keys, S.row_pos[r] - key_pos0 + 1);
+    if (visible <= 0) continue;
+    const float* qr = S.qf.data() + r * dim;
+    float block_max = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < visible; ++i) {
+      s[i] = dot(qr, keys + i * key_stride, dim);
+      block_max = std::max(block_max, s[i]);
+    }
+    const float m_new = std::max(S.m[r], block_max);
+    const float alpha = std::exp(S.m[r] - m_new);        // exp(-inf) = 0 on the row's first block
+    for (int64_t i = 0; i < visible; ++i) p[i] = exp_nonpositive(s[i] - m_new);    // no reduction: vectorises
+    float sum = 0.f;
+    for (int64_t i = 0; i < visible; ++i) sum += p[i];
+    // acc = alpha * acc + sum_i p_i v_i, eight lanes of acc at a time held in registers across the block's keys
+    float* __restrict a = S.acc.data() + r * dim;
+    int64_t d0 = 0;
+    for (; d0 + 8 <= dim; d0 += 8) {
+      float t[8];
+      for (int u = 0; u < 8; ++u) t[u] = a[d0 + u] * alpha;
+      for (int64_t i = 0; i < visible; ++i) {
+        const float* __restrict vr = values + i * key_stride + d0;
+        const float pi = p[i];
+        for (int u = 0; u < 8; ++u) t[u] += pi * vr[u];
+      }
+      for (int u = 0; u < 8; ++u) a[d0 + u] = t[u];
+    }
+    for (; d0 < dim; ++d0) {
+      float t = a[d0] * alpha;
+      for (int64_t i = 0; i < visible; ++i) t += p[i] * values[i * key_stride + d0];
+      a[d0] = t;
+    }
+    S.l[r] = S.l[r] * alpha + sum;
+    S.m[r] = m_new;
+  }
+}
+
+// The item's rows take keys [0, n_keys) of block `block` (table entry j) of KV head h; 16-bit caches are widened to
+// fp32 first. A plain function, not a lambda: a lambda is compiled for the default ISA even inside an AVX2 function.
+template <typename scalar_t>
+__attribute__((always_inline)) inline void attend(const Problem& P, Scratch& S, int64_t rows, int64_t block,
+                                                  int64_t j, int64_t n_keys, int64_t h) {
+  const int64_t dim = P.dim, slot_stride = P.num_kv_heads * dim;
+  const int64_t base = block * P.block_size * slot_stride + h * dim;
+  const scalar_t* kc = static_cast<const scalar_t*>(P.k_cache) + base;
+  const scalar_t* vc = static_cast<const scalar_t*>(P.v_cache) + base;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    attend_block(S, rows, kc, vc, slot_stride, n_keys, j * P.block_size, dim);
+  } else {
+    for (int64_t i = 0; i < n_keys; ++i) {
+      to_float(kc + i * slot_stride, S.kbuf.data() + i * dim, dim);
+      to_float(vc + i * slot_stride, S.vbuf.data() + i * dim, dim);
+    }
+    attend_block(S, rows, S.kbuf.data(), S.vbuf.data(), dim, n_keys, j * P.block_size, dim);
+  }
+}
+
 // Work items [begin, end). Always inlined into the two entry points below, so each is compiled for its own ISA.
 template <typename scalar_t>
 __attribute__((always_inline)) inline void run_items(const Problem& P, Scratch& S, int64_t begin, int64_t end) {
   const int64_t group = P.num_q_heads / P.num_kv_heads, dim = P.dim, block_size = P.block_size;
-  const int64_t slot_stride = P.num_kv_heads * dim, block_stride = block_size * slot_stride;
   const scalar_t* qp = static_cast<const scalar_t*>(P.q);
-  const scalar_t* kc = static_cast<const scalar_t*>(P.k_cache);
-  const scalar_t* vc = static_cast<const scalar_t*>(P.v_cache);
   scalar_t* op = static_cast<scalar_t*>(P.out);
-  constexpr bool kFloat = std::is_same_v<scalar_t, float>;
   for (int64_t it = begin; it < end; ++it) {
     const WorkItem& w = P.items[it];
-    const int64_t q_len = P.cu[w.seq + 1] - P.cu[w.seq], ctx = P.ctx_lens[w.seq];
-    const int64_t first_pos = ctx - q_len;               // position of the sequence's first new token
+    const int64_t q_len = P.cu[w.seq + 1] - P.cu[w.seq], first_pos = P.ctx_lens[w.seq] - q_len;
     const int64_t rows = (w.tok_end - w.tok_begin) * group;
-    // Row r = (token t, head g of the group): query head kv_head * G + g, token cu[b] + tok_begin + t.
+    // Row r = (token t, head g of the group): query head kv_head * G + g of token cu[b] + t, at first_pos + t.
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = w.tok_begin + r / group, h = w.kv_head * group + r % group;
       const scalar_t* src = qp + (P.cu[w.seq] + t) * P.qs0 + h * P.qs1;
@@ -124,56 +185,8 @@ __attribute__((always_inline)) inline void run_items(const Problem& P, Scratch& 
     std::fill(S.acc.begin(), S.acc.begin() + rows * dim, 0.f);
     const int64_t last_pos = first_pos + w.tok_end - 1;    // the tile's furthest visible key
     const int32_t* table = P.tables + w.seq * P.table_width;
-    for (int64_t j = 0; j * block_size <= last_pos; ++j) {
-      const int64_t base = static_cast<int64_t>(table[j]) * block_stride + w.kv_head * dim;
-      const int64_t n_keys = std::min(block_size, last_pos + 1 - j * block_size);
-      const float* keys;
-      const float* values;
-      int64_t key_stride;
-      if constexpr (kFloat) {
-        keys = kc + base;
-        values = vc + base;
-        key_stride = slot_stride;
-      } else {
-        for (int64_t i = 0; i < n_keys; ++i) {
-          to_float(kc + base + i * slot_stride, S.kbuf.data() + i * dim, dim);
-          to_float(vc + base + i * slot_stride, S.vbuf.data() + i * dim, dim);
-        }
-        keys = S.kbuf.data();
-        values = S.vbuf.data();
-        key_stride = dim;
-      }
-      for (int64_t r = 0; r < rows; ++r) {
-        // Keys past this row's position are hidden (causal); every row sees key 0, so m is finite after block 0.
-        const int64_t visible = std::min<int64_t>(n_keys, S.row_pos[r] - j * block_size + 1);
-        if (visible <= 0) continue;
-        const float* qr = S.qf.data() + r * dim;
-        float* s = S.scores.data();
-        float block_max = -std::numeric_limits<float>::infinity();
-        for (int64_t i = 0; i < visible; ++i) {
-          s[i] = dot(qr, keys + i * key_stride, dim);
-          block_max = std::max(block_max, s[i]);
-        }
-        const float m_new = std::max(S.m[r], block_max);
-        const float alpha = std::exp(S.m[r] - m_new);      // exp(-inf) = 0 on the row's first block
-        float* p = S.probs.data();
-        float sum = 0.f;
-        for (int64_t i = 0; i < visible; ++i) {
-          p[i] = exp_nonpositive(s[i] - m_new);
-          sum += p[i];
-        }
-        float* __restrict a = S.acc.data() + r * dim;
-        if (alpha != 1.f)
-          for (int64_t d = 0; d < dim; ++d) a[d] *= alpha;
-        for (int64_t i = 0; i < visible; ++i) {
-          const float* __restrict vr = values + i * key_stride;
-          const float pi = p[i];
-          for (int64_t d = 0; d < dim; ++d) a[d] += pi * vr[d];
-        }
-        S.l[r] = S.l[r] * alpha + sum;
-        S.m[r] = m_new;
-      }
-    }
+    for (int64_t j = 0; j * block_size <= last_pos; ++j)
+      attend<scalar_t>(P, S, rows, table[j], j, std::min(block_size, last_pos + 1 - j * block_size), w.kv_head);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = w.tok_begin + r / group, h = w.kv_head * group + r % group;
       scalar_t* dst = op + ((P.cu[w.seq] + t) * P.num_q_heads + h) * dim;

@@ -18,8 +18,8 @@ Backends (no backward: generation only, so no autograd.Function):
   mask for the one-token (decode) rows, one call per sequence for the longer ones (prefill); runs on any device;
 - "reference": gather per sequence, then attention written out plainly (the definition).
 "cuda" is an alias of "flash_attn" (compiled CUDA). Auto: flash_attn, then triton, then sdpa on a GPU; on the CPU
-cpp for steps whose longest query run is at most CPP_MAX_SEQLEN_Q tokens (decode), else sdpa, whose blocked matmuls
-win once a sequence has more new tokens.
+cpp when a sequence's rows per KV head (longest query run x Hq / Hkv) are at most CPP_MAX_ROWS (decode), else sdpa,
+whose blocked matmuls win once a sequence has more new tokens.
 """
 from __future__ import annotations
 
@@ -36,9 +36,10 @@ __all__ = ["paged_attention", "paged_attention_ref", "PAGED_ATTENTION_BACKENDS"]
 
 PAGED_ATTENTION_BACKENDS = ("flash_attn", "triton", "cpp", "sdpa", "reference")
 _ALIASES = {"cuda": "flash_attn"}
-# Longest query run the auto choice sends to the C++ kernel on the CPU. Its per-row dot products lose to SDPA's
-# blocked matmuls once a sequence has many new tokens (measured with benchmarks/bench_attention.py --size cpu).
-CPP_MAX_SEQLEN_Q = 8
+# Most query rows per KV head and sequence (longest query run x Hq / Hkv) for which the auto choice on the CPU takes
+# the C++ kernel: its per-row dot products lose to SDPA's blocked matmuls beyond that (measured: 24 rows still win or
+# tie at head dims 32 and 128, 48 rows lose; the "chunk" rows of benchmarks/bench_attention.py --size cpu).
+CPP_MAX_ROWS = 24
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ def _unavailable(backend: str, q: torch.Tensor, block_size: int) -> str | None:
                        f"(or the aliases {sorted(_ALIASES)})")
 
 
-def _select(q: torch.Tensor, block_size: int, max_seqlen_q: int, requested: str | None) -> str:
+def _select(q: torch.Tensor, block_size: int, num_kv_heads: int, max_seqlen_q: int, requested: str | None) -> str:
     if requested is None:
         requested = os.environ.get("MRT_KERNELS_BACKEND") or None
     if requested is not None:
@@ -206,7 +207,8 @@ def _select(q: torch.Tensor, block_size: int, max_seqlen_q: int, requested: str 
     if q.device.type == "cuda":
         order = ("flash_attn", "triton", "sdpa")
     else:
-        order = ("cpp", "sdpa") if max_seqlen_q <= CPP_MAX_SEQLEN_Q else ("sdpa",)
+        rows = max_seqlen_q * (q.shape[1] // max(num_kv_heads, 1))
+        order = ("cpp", "sdpa") if rows <= CPP_MAX_ROWS else ("sdpa",)
     return next(b for b in order + ("reference",) if _unavailable(b, q, block_size) is None)
 
 
@@ -293,7 +295,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     """
     if check:
         _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len, scale)
-    which = _select(q, k_cache.shape[1], max_seqlen_q, backend)
+    which = _select(q, k_cache.shape[1], k_cache.shape[2], max_seqlen_q, backend)
     args = (q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len)
     if which == "reference":
         return paged_attention_ref(*args, scale=scale)

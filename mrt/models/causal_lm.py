@@ -79,7 +79,9 @@ class CausalLM(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attn: PackedMetadata | PagedMetadata,
-                kv_cache: torch.Tensor | None = None) -> torch.Tensor:
+                kv_cache: torch.Tensor | None = None, *, check: bool = True) -> torch.Tensor:
+        """check=False skips the paged kernels' argument checks (done in the first layer otherwise): for a caller
+        that built the metadata from its own block tables, as the engine's runner does."""
         if input_ids.dim() != 1 or positions.shape != input_ids.shape:
             raise ValueError(f"input_ids and positions must both be (N,), got {tuple(input_ids.shape)} and "
                              f"{tuple(positions.shape)}")
@@ -100,7 +102,7 @@ class CausalLM(nn.Module):
         cos, sin = self.rotary.cos_sin(positions, h.dtype)       # (N, 1, D) each; sin carries rotate_half's sign
         use_ckpt = self.gradient_checkpointing and spans is not None and torch.is_grad_enabled()
         for i, layer in enumerate(self.model.layers):
-            kv_layer = None if kv_cache is None else KVLayer(kv_cache[i, 0], kv_cache[i, 1], check=i == 0)
+            kv_layer = None if kv_cache is None else KVLayer(kv_cache[i, 0], kv_cache[i, 1], check=check and i == 0)
             if use_ckpt:
                 h = checkpoint(layer, h, cos, sin, attn, spans, kv_layer, use_reentrant=False)
             else:

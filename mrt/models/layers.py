@@ -35,4 +35,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        # F.linear on the submodules' parameters: no module call per product
+        gate = F.linear(x, self.gate_proj.weight, self.gate_proj.bias)
+        up = F.linear(x, self.up_proj.weight, self.up_proj.bias)
+        return F.linear(F.silu(gate) * up, self.down_proj.weight, self.down_proj.bias)

@@ -4,12 +4,13 @@ For row b with temperature T_b > 0: p = softmax(logits / T_b); top-k keeps the k
 set of largest p whose mass reaches top_p (the token that crosses it included); the kept p are renormalised and one
 token is drawn. Greedy rows (T_b = 0) take argmax(logits).
 
-Drawing uses the exponential race: argmax_i p_i / E_i with E_i ~ Exp(1) i.i.d. picks i with probability p_i (the
-same law as a categorical draw), so a whole batch is drawn with one argmax. Rows with a seed take their E from a
-counter-based generator instead: E_i = -log(u_i) with u_i a hash (splitmix64) of the row's draw key and i, where
-the key mixes the sequence's seed with its draw count (`draw_key`). The noise of the whole batch is then computed
-in a few vectorised integer ops on the logits' device, with no per-row generator and no host-to-device copy, and a
-seeded sequence gets the same tokens however it is batched, preempted or recomputed.
+Drawing is by inverse CDF: with the kept p in vocabulary order and their running sum C (float64), the token is the
+first i with C_i > u * C_V for one uniform u per row, so token i is drawn with probability p_i / C_V. One uniform per
+row, not one per vocabulary entry: the whole batch costs a cumsum and a search, and a seeded row's u is a pure
+function of its key, computed on the host in Python ints: u = (top 53 bits of the key + 1/2) / 2^53, the key being
+a splitmix64 hash of the sequence's seed stream and draw count (`draw_key`). A seeded sequence therefore gets the
+same tokens however it is batched, preempted or recomputed, with no generator per row. Unseeded rows take u from
+torch's global generator.
 
 The returned log-prob is log_softmax(logits / T)[token] (T = 1 for greedy), taken before top-k/top-p truncation:
 the probability of the token under the tempered policy, which is what the trainer's importance ratios need.
@@ -41,24 +42,9 @@ def draw_key(stream: int, draw: int) -> int:
     return _signed(_mix64(_mix64(stream + _GOLDEN) + (draw + 1) * _GOLDEN))
 
 
-def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch's >> is arithmetic)."""
-    return (x >> k) & ((1 << (64 - k)) - 1)
-
-
-def _mix64_tensor(z: torch.Tensor) -> torch.Tensor:
-    """_mix64 on an int64 tensor (multiplication wraps modulo 2^64, as the hash needs)."""
-    z = (z ^ _shr(z, 30)) * _signed(_M1)
-    z = (z ^ _shr(z, 27)) * _signed(_M2)
-    return z ^ _shr(z, 31)
-
-
-def keyed_exponential(keys: torch.Tensor, vocab: int) -> torch.Tensor:
-    """Exp(1) noise (len(keys), vocab) fp32, a pure function of each row's int64 key and the column index."""
-    cols = torch.arange(1, vocab + 1, dtype=torch.int64, device=keys.device) * _signed(_GOLDEN)
-    z = _mix64_tensor(keys[:, None] + cols[None, :])
-    u = (_shr(z, 11).double() + 0.5) * 2.0 ** -53          # top 53 bits -> uniform in (0, 1), never 0 or 1
-    return (-torch.log(u)).float()
+def key_uniform(key: int) -> float:
+    """The uniform in (0, 1) of a draw key: its top 53 bits, centred in their cell (never 0 or 1)."""
+    return (((key & _MASK64) >> 11) + 0.5) * 2.0 ** -53
 
 
 def _sorted_descending(probs: torch.Tensor) -> torch.Tensor:
@@ -91,7 +77,7 @@ def sample(logits: torch.Tensor, temperatures: list[float], top_ps: list[float],
            keys: list[int | None]) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row of logits (B, V). Returns (tokens (B,) int64, logprobs (B,) fp32).
 
-    keys: per row, None (noise from torch's global generator) or a seeded row's `draw_key(stream, draw)`.
+    keys: per row, None (a uniform from torch's global generator) or a seeded row's `draw_key(stream, draw)`.
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be (B, V), got {tuple(logits.shape)}")
@@ -100,12 +86,17 @@ def sample(logits: torch.Tensor, temperatures: list[float], top_ps: list[float],
         raise ValueError("one temperature, top_p, top_k and key per row of logits")
     logits = logits.float()
     device = logits.device
-    temps = torch.tensor(temperatures, dtype=torch.float32, device=device)
-    greedy = temps == 0
-    scaled = logits / torch.where(greedy, torch.ones_like(temps), temps)[:, None]
+    greedy = [t == 0 for t in temperatures]
+    if all(t == 1.0 for t in temperatures):
+        scaled = logits
+    else:
+        temps = torch.tensor([1.0 if g else t for g, t in zip(greedy, temperatures)], dtype=torch.float32,
+                             device=device)
+        scaled = logits / temps[:, None]
     logp_all = torch.log_softmax(scaled, dim=-1)                                # (B, V)
-    tokens = logits.argmax(dim=-1)
-    if not bool(greedy.all()):
+    if all(greedy):
+        tokens = logits.argmax(dim=-1)
+    else:
         probs = logp_all.exp()
         need_k = any(k for k in top_ks)
         need_p = any(p < 1.0 for p in top_ps)
@@ -113,13 +104,20 @@ def sample(logits: torch.Tensor, temperatures: list[float], top_ps: list[float],
             top_k = torch.tensor([k if k else V for k in top_ks], device=device) if need_k else None
             top_p = torch.tensor(top_ps, dtype=torch.float32, device=device) if need_p else None
             probs = _mask_top_k_top_p(probs, top_k, top_p)
-        seeded = [b for b, key in enumerate(keys) if key is not None]
-        noise = torch.empty_like(probs).exponential_() if len(seeded) < B else torch.empty_like(probs)
-        if seeded:
-            rows = torch.tensor(seeded, dtype=torch.int64, device=device)
-            row_keys = torch.tensor([keys[b] for b in seeded], dtype=torch.int64, device=device)
-            noise.index_copy_(0, rows, keyed_exponential(row_keys, V))
-        drawn = (probs / noise).argmax(dim=-1)
-        tokens = torch.where(greedy, tokens, drawn)
+        u = [None if key is None else key_uniform(key) for key in keys]
+        unseeded = [b for b, x in enumerate(u) if x is None]
+        if unseeded:
+            fresh = torch.rand(len(unseeded), dtype=torch.float64).tolist()
+            for b, x in zip(unseeded, fresh):
+                u[b] = x
+        cdf = probs.double().cumsum(dim=-1)                                     # (B, V)
+        total = cdf[:, -1:]
+        # strictly below the total, so the first C_i above the target is always a kept token's (p_i > 0)
+        target = torch.minimum(torch.tensor(u, dtype=torch.float64, device=device)[:, None] * total,
+                               torch.nextafter(total, torch.zeros_like(total)))
+        drawn = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+        if any(greedy):
+            drawn = torch.where(torch.tensor(greedy, device=device), logits.argmax(dim=-1), drawn)
+        tokens = drawn
     logprobs = logp_all.gather(-1, tokens[:, None]).squeeze(-1)
     return tokens, logprobs

@@ -75,13 +75,14 @@ class Scheduler:
         while i < len(self.running) and budget > 0 and len(batch) < self.max_num_seqs:
             seq = self.running[i]
             n = min(seq.num_uncomputed_tokens, budget)
-            while self.bm.blocks_needed(seq, n) > self.bm.num_free_blocks:
+            need = self.bm.blocks_needed(seq, n)             # preempting others leaves it unchanged
+            while need > self.bm.num_free_blocks:
                 victim = self._last_unscheduled(after=i)
                 if victim is None:
                     break
                 self._preempt(victim)
                 batch.num_preempted += 1
-            if self.bm.blocks_needed(seq, n) > self.bm.num_free_blocks:
+            if need > self.bm.num_free_blocks:
                 if not batch.seqs and len(self.running) == 1:
                     self._raise_too_long(seq)
                 self._preempt(seq)

@@ -1,7 +1,7 @@
 """Sampler: greedy, temperature, top-k, top-p, seeds, and the returned log-probs (float64 reference)."""
 import torch
 
-from mrt.rollout.sampler import draw_key, keyed_exponential, sample
+from mrt.rollout.sampler import draw_key, key_uniform, sample
 
 
 def _ref_logprobs(logits, temps, tokens):
@@ -60,18 +60,36 @@ def test_seeded_rows_do_not_depend_on_the_batch(seed):
     assert len(set(alone)) > 1                   # successive draws of one stream differ
 
 
-def test_keyed_noise_is_exponential_and_decorrelated(seed):
-    # Exp(1) has mean 1 and variance 1; rows of different keys and neighbouring columns must be uncorrelated.
-    keys = torch.tensor([draw_key(seed, d) for d in range(64)], dtype=torch.int64)
-    noise = keyed_exponential(keys, 4096).double()                       # (64, 4096)
-    n = noise.numel()
-    assert abs(noise.mean().item() - 1) < 6 / n ** 0.5
-    assert abs(noise.var().item() - 1) < 6 * (8 / n) ** 0.5               # Var of the sample variance: 8/n
-    u = torch.exp(-noise)                                                 # back to uniforms
+def test_key_uniforms_are_uniform_and_decorrelated(seed):
+    # U(0, 1) has mean 1/2 and variance 1/12; successive draws of a stream and neighbouring streams are uncorrelated.
+    n_streams, n_draws = 64, 512
+    u = torch.tensor([[key_uniform(draw_key(seed * 1000 + s, d)) for d in range(n_draws)] for s in range(n_streams)],
+                     dtype=torch.float64)
+    n = u.numel()
+    assert 0 < float(u.min()) and float(u.max()) < 1
+    assert abs(u.mean().item() - 0.5) < 6 * (1 / 12 / n) ** 0.5
+    assert abs(u.var().item() - 1 / 12) < 6 * (1 / 180 / n) ** 0.5           # Var of the sample variance of U(0,1)
     for a, b in [(u[:, :-1], u[:, 1:]), (u[:-1], u[1:])]:
         corr = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
         assert abs(corr) < 6 / a.numel() ** 0.5
-    assert torch.equal(keyed_exponential(keys, 4096), keyed_exponential(keys, 4096))   # a pure function
+
+
+def test_a_seeded_draw_is_the_inverse_cdf_of_its_key_uniform(seed):
+    """Token = first i whose running mass exceeds u * total, with the kept (top-p) mass only: checked in float64."""
+    V = 97
+    logits = torch.randn(6, V) * 2
+    temps, top_ps = [0.7, 1.0, 1.3, 0.5, 1.0, 0.9], [1.0, 0.8, 0.95, 1.0, 0.3, 0.6]
+    keys = [draw_key(seed, d) for d in range(6)]
+    tokens, _ = sample(logits, temps, top_ps, [None] * 6, keys)
+    for b in range(6):
+        # the sampler's own fp32 probabilities (so a u within rounding of a boundary cannot flip the check)
+        p = torch.log_softmax(logits[b:b + 1] / torch.tensor([temps[b]])[:, None], -1).exp()[0].double()
+        order = p.argsort(descending=True)
+        keep = torch.zeros(V, dtype=torch.bool)
+        keep[order[:int(((p[order].cumsum(0) - p[order]) < top_ps[b]).sum())]] = True
+        cdf = torch.where(keep, p, torch.zeros_like(p)).cumsum(0)
+        expected = int((cdf <= key_uniform(keys[b]) * cdf[-1]).sum())
+        assert keep[tokens[b]] and int(tokens[b]) == expected, (b, int(tokens[b]), expected)
 
 
 def test_top_k_top_p_mask_matches_a_sorted_reference(seed):

@@ -160,6 +160,58 @@ def test_cpp_query_tiles(seed, dtype, pairs):
     assert _run_all(pairs, 6, 2, 40, 16, dtype, "cpu", backends=("reference", "cpp")) == ["reference", "cpp"]
 
 
+def _forked_case(forks, extras, q_lens, trunk_len, hq, hkv, d, block_size, dtype):
+    """Sequences forked from one trunk, laid out as the engine does: sequence b shares the trunk's whole blocks
+    before its fork point forks[b], owns a copy of the partly filled block there (copy-on-write) and its own blocks
+    after; its context is trunk[:fork] + extras[b] computed tokens of its own + q_lens[b] new ones."""
+    trunk_k = torch.randn(trunk_len, hkv, d).to(dtype)
+    trunk_v = torch.randn(trunk_len, hkv, d).to(dtype)
+    ctx_lens = [f + e + q for f, e, q in zip(forks, extras, q_lens)]
+    own = [torch.randn(2, c - f, hkv, d).to(dtype) for f, c in zip(forks, ctx_lens)]
+    trunk_blocks = -(-trunk_len // block_size)
+    need = sum(-(-c // block_size) for c in ctx_lens) + trunk_blocks + 2
+    k_cache = torch.randn(need, block_size, hkv, d).to(dtype)
+    v_cache = torch.randn_like(k_cache)
+    order = torch.randperm(need).tolist()
+    trunk_ids, order = order[:trunk_blocks], order[trunk_blocks:]
+    pos = torch.arange(trunk_len)
+    store_kv_ref(trunk_k, trunk_v, k_cache, v_cache, torch.tensor(trunk_ids)[pos // block_size] * block_size +
+                 pos % block_size)
+    width = max(-(-c // block_size) for c in ctx_lens)
+    tables = torch.zeros(len(forks), width, dtype=torch.int32)
+    keys, values = [], []
+    for b, (fork, ctx) in enumerate(zip(forks, ctx_lens)):
+        shared = fork // block_size
+        ids = trunk_ids[:shared] + [order.pop() for _ in range(-(-ctx // block_size) - shared)]
+        tables[b, :len(ids)] = torch.tensor(ids, dtype=torch.int32)
+        k = torch.cat([trunk_k[:fork], own[b][0][:ctx - fork]])
+        v = torch.cat([trunk_v[:fork], own[b][1][:ctx - fork]])
+        p = torch.arange(shared * block_size, ctx)          # everything past the shared blocks is this sequence's
+        store_kv_ref(k[p], v[p], k_cache, v_cache, tables[b].long()[p // block_size] * block_size + p % block_size)
+        keys.append(k)
+        values.append(v)
+    cu = torch.tensor([0] + torch.tensor(q_lens).cumsum(0).tolist(), dtype=torch.int32)
+    q = torch.randn(int(cu[-1]), hq, d).to(dtype)
+    args = (q, k_cache, v_cache, tables, torch.tensor(ctx_lens, dtype=torch.int32), cu, max(q_lens), max(ctx_lens))
+    return args, _dense_truth(q, keys, values, q_lens)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("block_size", [16, 5])
+def test_forked_sequences_share_blocks(seed, dtype, block_size):
+    """The engine's layout after forks: branches of one trunk share its whole blocks (several per fork point, fork
+    points inside a block and on a block edge), with decode rows, a few multi-token rows and an unforked sequence."""
+    forks = [37, 37, 37, 37, 64, 64, 64, 90, 90, 5, 0, 37]
+    extras = [9, 0, 30, 3, 1, 11, 0, 4, 17, 0, 0, 2]
+    q_lens = [1, 1, 1, 1, 1, 1, 1, 3, 1, 2, 4, 16]
+    args, truth = _forked_case(forks, extras, q_lens, 100, 6, 2, 24, block_size, dtype)
+    scale = 1 / math.sqrt(24)
+    eager = float(_error(paged_attention_ref(*args, scale=scale), truth).max())
+    for backend in ("sdpa", *CPP):
+        _check_close(backend, paged_attention(*args, scale=scale, backend=backend), eager, truth, dtype,
+                     list(zip(q_lens, forks)))
+
+
 @pytest.mark.skipif(not HAS_CPP, reason="mrt_kernels._C has no paged_attention CPU kernel")
 def test_cpp_opcheck():
     args, _ = _case(MIXED, 6, 2, 24, 16, torch.float32, "cpu")
@@ -167,10 +219,11 @@ def test_cpp_opcheck():
 
 
 def test_auto_choice_on_cpu():
-    from mrt_kernels.paged_attention import CPP_MAX_SEQLEN_Q, _select
-    q = torch.zeros(3, 4, 8)
-    assert _select(q, 16, 1, None) == ("cpp" if HAS_CPP else "sdpa")
-    assert _select(q, 16, CPP_MAX_SEQLEN_Q + 1, None) == "sdpa"
+    from mrt_kernels.paged_attention import CPP_MAX_ROWS, _select
+    q = torch.zeros(3, 4, 8)                                    # 4 query heads over 2 KV heads: 2 rows per token
+    assert _select(q, 16, 2, 1, None) == ("cpp" if HAS_CPP else "sdpa")
+    assert _select(q, 16, 2, CPP_MAX_ROWS // 2, None) == ("cpp" if HAS_CPP else "sdpa")
+    assert _select(q, 16, 2, CPP_MAX_ROWS // 2 + 1, None) == "sdpa"
 
 
 @pytest.mark.gpu
