@@ -26,6 +26,9 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -98,8 +101,43 @@ struct Scratch {
         kbuf(block_size * dim), vbuf(block_size * dim), row_pos(rows) {}
 };
 
+// s[i] = q . key_i for the n keys of a block: the portable loop, one dot product at a time.
+__attribute__((always_inline)) inline void block_scores(const float* q, const float* keys, int64_t key_stride,
+                                                        int64_t n, int64_t dim, float* s) {
+  for (int64_t i = 0; i < n; ++i) s[i] = dot(q, keys + i * key_stride, dim);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// The same with AVX2 + FMA for dim % 8 == 0: eight keys at a time, each accumulated in one 8-lane register over the
+// head dim, then the eight registers reduced to one register of eight sums by a tree of horizontal adds (7 shuffle
+// ops for 8 dot products instead of 7 per dot product).
+// (Called, not inlined: GCC inlines an AVX2 function only into callers compiled for AVX2 themselves, and its caller
+// is a template shared by both builds.)
+__attribute__((target("avx2,fma"))) void block_scores_avx2(const float* q, const float* keys, int64_t key_stride,
+                                                            int64_t n, int64_t dim, float* s) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 acc[8];
+    for (int u = 0; u < 8; ++u) acc[u] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < dim; d += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + d);
+      for (int u = 0; u < 8; ++u) acc[u] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(keys + (i + u) * key_stride + d), acc[u]);
+    }
+    // hadd(a, b) = [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7] (per 128-bit half)
+    const __m256 h01 = _mm256_hadd_ps(acc[0], acc[1]), h23 = _mm256_hadd_ps(acc[2], acc[3]);
+    const __m256 h45 = _mm256_hadd_ps(acc[4], acc[5]), h67 = _mm256_hadd_ps(acc[6], acc[7]);
+    const __m256 low4 = _mm256_hadd_ps(h01, h23), high4 = _mm256_hadd_ps(h45, h67);   // keys 0-3 | 4-7, per half
+    const __m256 halves_a = _mm256_permute2f128_ps(low4, high4, 0x20);                // first halves, keys 0-7
+    const __m256 halves_b = _mm256_permute2f128_ps(low4, high4, 0x31);                // second halves, keys 0-7
+    _mm256_storeu_ps(s + i, _mm256_add_ps(halves_a, halves_b));
+  }
+  for (; i < n; ++i) s[i] = dot(q, keys + i * key_stride, dim);
+}
+#endif
+
 // Rows [0, rows) take keys [0, n_keys) of one block (row r sees those at positions <= row_pos[r]; the block's first
 // key is at position key_pos0): scores, online-softmax update of m, l and acc.
+template <bool kAvx2>
 __attribute__((always_inline)) inline void attend_block(Scratch& S, int64_t rows, const float* keys,
                                                         const float* values, int64_t key_stride, int64_t n_keys,
                                                         int64_t key_pos0, int64_t dim) {
@@ -109,11 +147,18 @@ __attribute__((always_inline)) inline void attend_block(Scratch& S, int64_t rows
     const int64_t visible = std::min<int64_t>(n_keys, S.row_pos[r] - key_pos0 + 1);
     if (visible <= 0) continue;
     const float* qr = S.qf.data() + r * dim;
-    float block_max = -std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < visible; ++i) {
-      s[i] = dot(qr, keys + i * key_stride, dim);
-      block_max = std::max(block_max, s[i]);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if constexpr (kAvx2) {
+      if (dim % 8 == 0) block_scores_avx2(qr, keys, key_stride, visible, dim, s);
+      else block_scores(qr, keys, key_stride, visible, dim, s);
+    } else {
+      block_scores(qr, keys, key_stride, visible, dim, s);
     }
+#else
+    block_scores(qr, keys, key_stride, visible, dim, s);
+#endif
+    float block_max = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < visible; ++i) block_max = std::max(block_max, s[i]);
     const float m_new = std::max(S.m[r], block_max);
     const float alpha = std::exp(S.m[r] - m_new);        // exp(-inf) = 0 on the row's first block
     for (int64_t i = 0; i < visible; ++i) p[i] = exp_nonpositive(s[i] - m_new);    // no reduction: vectorises
@@ -144,7 +189,7 @@ __attribute__((always_inline)) inline void attend_block(Scratch& S, int64_t rows
 
 // The item's rows take keys [0, n_keys) of block `block` (table entry j) of KV head h; 16-bit caches are widened to
 // fp32 first. A plain function, not a lambda: a lambda is compiled for the default ISA even inside an AVX2 function.
-template <typename scalar_t>
+template <typename scalar_t, bool kAvx2>
 __attribute__((always_inline)) inline void attend(const Problem& P, Scratch& S, int64_t rows, int64_t block,
                                                   int64_t j, int64_t n_keys, int64_t h) {
   const int64_t dim = P.dim, slot_stride = P.num_kv_heads * dim;
@@ -152,18 +197,18 @@ __attribute__((always_inline)) inline void attend(const Problem& P, Scratch& S, 
   const scalar_t* kc = static_cast<const scalar_t*>(P.k_cache) + base;
   const scalar_t* vc = static_cast<const scalar_t*>(P.v_cache) + base;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    attend_block(S, rows, kc, vc, slot_stride, n_keys, j * P.block_size, dim);
+    attend_block<kAvx2>(S, rows, kc, vc, slot_stride, n_keys, j * P.block_size, dim);
   } else {
     for (int64_t i = 0; i < n_keys; ++i) {
       to_float(kc + i * slot_stride, S.kbuf.data() + i * dim, dim);
       to_float(vc + i * slot_stride, S.vbuf.data() + i * dim, dim);
     }
-    attend_block(S, rows, S.kbuf.data(), S.vbuf.data(), dim, n_keys, j * P.block_size, dim);
+    attend_block<kAvx2>(S, rows, S.kbuf.data(), S.vbuf.data(), dim, n_keys, j * P.block_size, dim);
   }
 }
 
 // Work items [begin, end). Always inlined into the two entry points below, so each is compiled for its own ISA.
-template <typename scalar_t>
+template <typename scalar_t, bool kAvx2>
 __attribute__((always_inline)) inline void run_items(const Problem& P, Scratch& S, int64_t begin, int64_t end) {
   const int64_t group = P.num_q_heads / P.num_kv_heads, dim = P.dim, block_size = P.block_size;
   const scalar_t* qp = static_cast<const scalar_t*>(P.q);
@@ -186,7 +231,7 @@ __attribute__((always_inline)) inline void run_items(const Problem& P, Scratch& 
     const int64_t last_pos = first_pos + w.tok_end - 1;    // the tile's furthest visible key
     const int32_t* table = P.tables + w.seq * P.table_width;
     for (int64_t j = 0; j * block_size <= last_pos; ++j)
-      attend<scalar_t>(P, S, rows, table[j], j, std::min(block_size, last_pos + 1 - j * block_size), w.kv_head);
+      attend<scalar_t, kAvx2>(P, S, rows, table[j], j, std::min(block_size, last_pos + 1 - j * block_size), w.kv_head);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t t = w.tok_begin + r / group, h = w.kv_head * group + r % group;
       scalar_t* dst = op + ((P.cu[w.seq] + t) * P.num_q_heads + h) * dim;
@@ -201,13 +246,13 @@ __attribute__((always_inline)) inline void run_items(const Problem& P, Scratch& 
 // and the baseline x86-64 / other-architecture build everywhere else.
 template <typename scalar_t>
 void run_items_baseline(const Problem& P, Scratch& S, int64_t begin, int64_t end) {
-  run_items<scalar_t>(P, S, begin, end);
+  run_items<scalar_t, false>(P, S, begin, end);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 template <typename scalar_t>
 __attribute__((target("avx2,fma"))) void run_items_avx2(const Problem& P, Scratch& S, int64_t begin, int64_t end) {
-  run_items<scalar_t>(P, S, begin, end);
+  run_items<scalar_t, true>(P, S, begin, end);
 }
 
 bool cpu_has_avx2_fma() {

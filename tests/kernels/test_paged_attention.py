@@ -213,6 +213,15 @@ def test_forked_sequences_share_blocks(seed, dtype, block_size):
 
 
 @pytest.mark.skipif(not HAS_CPP, reason="mrt_kernels._C has no paged_attention CPU kernel")
+@pytest.mark.parametrize("head_dim", [20, 13, 8])
+def test_cpp_head_dims(seed, head_dim):
+    """Head dims off the 8-lane vector width (the C++ kernel's AVX2 scores need D % 8 == 0; others take the plain
+    loop) and exactly one vector."""
+    assert _run_all(MIXED + DECODE, 6, 3, head_dim, 4, torch.float32, "cpu", backends=("reference", "cpp")) == \
+        ["reference", "cpp"]
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="mrt_kernels._C has no paged_attention CPU kernel")
 def test_cpp_opcheck():
     args, _ = _case(MIXED, 6, 2, 24, 16, torch.float32, "cpu")
     torch.library.opcheck(torch.ops.mrt_kernels.paged_attention.default, (*args, 0.2))
