@@ -156,8 +156,9 @@ class Engine:
                 to_sample.append(sib)
                 rows.append(r)
             seq.siblings = []
-        rows_t = torch.tensor(rows, dtype=torch.int64, device=logits.device)
-        tokens, logprobs = sample(logits.index_select(0, rows_t), [s.params.temperature for s in to_sample],
+        if len(rows) != len(which):          # siblings joined: they sample from their leader's row
+            logits = logits.index_select(0, torch.tensor(rows, dtype=torch.int64, device=logits.device))
+        tokens, logprobs = sample(logits, [s.params.temperature for s in to_sample],
                                   [s.params.top_p for s in to_sample], [s.params.top_k for s in to_sample],
                                   [s.draw_key() for s in to_sample])
         tokens, logprobs = tokens.tolist(), logprobs.tolist()

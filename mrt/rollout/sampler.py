@@ -47,30 +47,37 @@ def key_uniform(key: int) -> float:
     return (((key & _MASK64) >> 11) + 0.5) * 2.0 ** -53
 
 
-def _sorted_descending(probs: torch.Tensor) -> torch.Tensor:
-    """Each row's values, largest first. On the CPU through numpy: torch's CPU sort also builds the permutation and
-    takes ~15x longer, and only the values are needed here."""
+def _keep_threshold(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
+    """(B, 1): the smallest p each row keeps: the k-th largest for top-k; for top-p the p of the token whose mass
+    makes the kept set reach top_p (the mass of the larger ones before it is < top_p); the larger of the two."""
+    B, V = probs.shape
     if probs.device.type == "cpu":
+        # numpy sorts values alone ~15x faster than torch's CPU sort, which also builds the permutation. In ascending
+        # order the kept tokens are a tail: a[j] is kept while the mass above it, total - cumsum(a)[j], is < top_p.
         import numpy as np
-        return torch.from_numpy(np.ascontiguousarray(np.sort(probs.numpy(), axis=-1)[:, ::-1]))
-    return probs.sort(dim=-1, descending=True).values
-
-
-def _mask_top_k_top_p(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
-    """probs (B, V) with the tokens outside each row's top-k / top-p set zeroed (not renormalised).
-
-    Each row keeps the tokens whose p is at least a threshold: the k-th largest p for top-k; for top-p the p of the
-    token that makes the kept mass reach top_p (the mass strictly before it is < top_p, so that token stays). Tokens
-    tied with the threshold are all kept."""
-    sorted_p = _sorted_descending(probs)                                      # (B, V)
-    last = torch.full((probs.shape[0],), probs.shape[-1] - 1, dtype=torch.int64, device=probs.device)
+        a = np.sort(probs.numpy(), axis=-1)                                     # ascending
+        count = np.full(B, V, dtype=np.int64)
+        if top_p is not None:
+            above = a.sum(-1, keepdims=True) - np.cumsum(a, axis=-1)            # mass strictly above a[j]
+            count = np.minimum(count, (above < top_p.numpy()[:, None]).sum(-1))
+        if top_k is not None:
+            count = np.minimum(count, top_k.numpy())
+        count = np.maximum(count, 1)
+        return torch.from_numpy(a[np.arange(B), V - count][:, None].copy())
+    sorted_p = probs.sort(dim=-1, descending=True).values
+    last = torch.full((B,), V - 1, dtype=torch.int64, device=probs.device)
     if top_p is not None:
         mass_before = sorted_p.cumsum(dim=-1) - sorted_p
         last = torch.minimum(last, (mass_before < top_p[:, None]).sum(-1) - 1)
     if top_k is not None:
         last = torch.minimum(last, top_k - 1)
-    threshold = sorted_p.gather(-1, last.clamp(min=0)[:, None])               # (B, 1)
-    return torch.where(probs >= threshold, probs, torch.zeros_like(probs))
+    return sorted_p.gather(-1, last.clamp(min=0)[:, None])
+
+
+def _mask_top_k_top_p(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
+    """probs (B, V) with the tokens outside each row's top-k / top-p set zeroed (not renormalised): each row keeps
+    the tokens whose p is at least its `_keep_threshold`. Tokens tied with the threshold are all kept."""
+    return torch.where(probs >= _keep_threshold(probs, top_k, top_p), probs, torch.zeros_like(probs))
 
 
 def sample(logits: torch.Tensor, temperatures: list[float], top_ps: list[float], top_ks: list[int | None],
