@@ -17,7 +17,7 @@ Two workloads:
 Throughput: batch B prompts, N new tokens each (no early stop), engine vs transformers generate; goal >= 2x.
 Every time is the median of --repeats runs (after one warm-up run of each method).
 
-    python benchmarks/bench_rollout.py --size cpu [--quick] [--repeats 3]
+    python benchmarks/bench_rollout.py --size cpu [--quick] [--repeats 3] [--only meta throughput]
 Writes bench_results/bench_rollout.json.
 """
 from __future__ import annotations
@@ -221,8 +221,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(SIZES), default="cpu")
     ap.add_argument("--quick", action="store_true", help="L=256, k=4, 64 new tokens: a smoke run")
-    ap.add_argument("--only", choices=["meta", "online", "throughput"], default=None,
-                    help="meta: the goal rows on a finished trace; online: during generation")
+    ap.add_argument("--only", choices=["meta", "online", "throughput"], nargs="+", default=None,
+                    help="workloads to run (default all); meta: the goal rows on a finished trace; online: during "
+                         "generation")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per method (the median is reported)")
     ap.add_argument("--out", default=os.path.join("bench_results", "bench_rollout.json"))
     args = ap.parse_args()
@@ -232,11 +233,12 @@ def main():
     dtype = getattr(torch, cfg["dtype"])
     hf, model = build_model(cfg["model"], dtype, cfg["device"])
     rows: list[dict] = []
-    if args.only in (None, "meta"):
+    only = set(args.only or ["meta", "online", "throughput"])
+    if "meta" in only:
         meta_prover_on_trace(hf, model, cfg, rows, args.repeats)
-    if args.only in (None, "online"):
+    if "online" in only:
         meta_prover_during_generation(hf, model, cfg, rows, args.repeats)
-    if args.only in (None, "throughput"):
+    if "throughput" in only:
         throughput(hf, model, cfg, rows, args.repeats)
     cols = ["workload", "method", "tokens_computed", "x_ideal", "seconds", "speedup_of_iii", "trace_seconds",
             "meta_prover_seconds", "meta_speedup_of_iii", "tokens_per_s", "engine_speedup"]
