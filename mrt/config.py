@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from .termination import R1_TERMINATION_TEXT, resolve_termination_text  # noqa: F401 (R1_TERMINATION_TEXT re-exported)
+
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
-R1_TERMINATION_TEXT = ("Time is up.\n\nGiven the time I've spent and the approaches I've tried, I should stop thinking "
-                       "and formulate a final answer based on what I already have.\n</think>\n\n"
-                       "The final answer is $\\boxed{")
 R1_MARKERS = ["Wait", "But wait", "Alternatively", "Is there another way to think about this?",
               "But let me double-check", "But hold on"]
 
@@ -50,8 +49,9 @@ def _choice(value, key: str, choices) -> None:
 
 @dataclass
 class ModelConfig:
-    path: str = "mrt:assets/tiny_model"   # Hugging Face folder (config.json + *.safetensors + tokenizer files)
+    path: str = "mrt:assets/tiny_model"   # Hugging Face folder (config.json + *.safetensors + tokenizer files) or hub id
     tokenizer_path: str | None = None     # None: the model folder
+    revision: str | None = None           # of a hub id (branch, tag or commit); None: the default branch
     dtype: str = "float32"                # parameters and compute: float32 | bfloat16 | float16
     gradient_checkpointing: bool = False
 
@@ -62,20 +62,23 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    path: str = "arithmetic"              # a file / folder, or a task name when format is 'task'
-    format: str = "task"                  # auto | jsonl | parquet | datasets | task
+    path: str = "arithmetic"              # a file / folder, a task name when format is 'task', a hub dataset id
+    format: str = "task"                  # auto | jsonl | parquet | datasets | hub | task
     prompt_column: str = "problem"
     answer_column: str = "answer"
     chat_template: bool = True            # tokenizer.apply_chat_template(add_generation_prompt=True), else raw text
     system_prompt: str | None = None
     skip_malformed: bool = False          # False: a malformed row raises naming file and row; True: skipped, counted
-    max_prompt_tokens: int = 128          # longer prompts are malformed
-    split: str = "train"                  # the split of a saved `datasets` DatasetDict
+    max_prompt_tokens: int = 128          # longer prompts are handled by `overlong`
+    overlong: str = "error"               # error: stop naming the row | skip: drop it (count and rows in the run folder)
+    split: str = "train"                  # the split of a saved `datasets` DatasetDict or of a hub dataset
+    revision: str | None = None           # of a hub dataset; None: the default branch
     num_problems: int = 4000              # size of a synthetic task's training set
 
     def __post_init__(self):
         _need(bool(self.path), "data.path", "must be set")
-        _choice(self.format, "data.format", ("auto", "jsonl", "parquet", "datasets", "task"))
+        _choice(self.format, "data.format", ("auto", "jsonl", "parquet", "datasets", "hub", "task"))
+        _choice(self.overlong, "data.overlong", ("error", "skip"))
         _need(bool(self.prompt_column), "data.prompt_column", "must be a column name")
         _need(bool(self.answer_column), "data.answer_column", "must be a column name")
         _need(self.max_prompt_tokens > 0, "data.max_prompt_tokens", f"must be > 0, got {self.max_prompt_tokens}")
@@ -133,7 +136,7 @@ class EpisodesConfig:
 class MetaProverConfig:
     enabled: bool = True
     m: int = 4                            # branches per boundary (and from the bare prompt, once per prompt)
-    termination_text: str = "The answer is \\boxed{"   # appended at the fork point (after the blank line)
+    termination_text: str = "The answer is \\boxed{"   # a name in mrt.termination (r1, arithmetic) or the text
     answer_max_tokens: int = 4
     temperature: float = 0.6
     top_p: float = 0.95
@@ -142,6 +145,7 @@ class MetaProverConfig:
     def __post_init__(self):
         _need(self.m >= 1, "meta_prover.m", f"must be >= 1, got {self.m}")
         _need(bool(self.termination_text), "meta_prover.termination_text", "must be non-empty")
+        self.termination_text = resolve_termination_text(self.termination_text)
         _need(self.answer_max_tokens >= 1, "meta_prover.answer_max_tokens", "must be >= 1")
         _need(self.temperature >= 0, "meta_prover.temperature", f"must be >= 0, got {self.temperature}")
         _need(0 < self.top_p <= 1, "meta_prover.top_p", f"must be in (0, 1], got {self.top_p}")
@@ -161,6 +165,7 @@ class RLConfig:
     aggregation: str = "token_mean"       # token_mean | seq_mean_token_sum | constant
     constant_normalizer: float | None = None   # required by aggregation 'constant' (e.g. max_new_tokens)
     epochs_per_batch: int = 1
+    recompute_old_logp: bool = False      # old log-probs from the training forward (no grad) instead of the engine
 
     def __post_init__(self):
         _choice(self.algo, "rl.algo", ("grpo", "mrt"))

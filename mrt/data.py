@@ -2,15 +2,19 @@
 
 Sources (`DataConfig.format`): `jsonl` (one JSON object a line; a `.json` file holding one array is read too),
 `parquet` (needs the optional `pyarrow`), `datasets` (a folder written by `datasets`' `save_to_disk`; needs the
-optional `datasets`; a DatasetDict is cut to `split`), `task` (a synthetic task named by `path`, e.g. `arithmetic`:
-`num_problems` training problems, or the held-out split), or `auto` (by the file's extension; a folder is a
-`datasets` folder, a known task name a task).
+optional `datasets`; a DatasetDict is cut to `split`), `hub` (a Hugging Face Hub dataset id, `org/name`, through the
+optional `datasets`' `load_dataset` at `revision`, cut to `split`; offline or unreachable: one DataError line saying
+so), `task` (a synthetic task named by `path`, e.g. `arithmetic`: `num_problems` training problems, or the held-out
+split), or `auto` (by the file's extension; a folder is a `datasets` folder, a known task name a task, a name in
+hub spelling that is no local path a hub dataset).
 
 A prompt is the problem through the tokenizer's chat template (a user message, after an optional system message,
 with the generation prompt added) or the raw problem text. A row is malformed if the prompt or answer column is
-missing, the prompt is not a non-empty string, the answer is not a non-empty string or a number, or the prompt has
-more than `max_prompt_tokens` tokens: that raises DataError naming the file and the row, or, with `skip_malformed`,
-the row is skipped and counted (`PromptDataset.skipped`).
+missing, the prompt is not a non-empty string, or the answer is not a non-empty string or a number: that raises
+DataError naming the file and the row, or, with `skip_malformed`, the row is skipped and counted
+(`PromptDataset.skipped`). A prompt of more than `max_prompt_tokens` tokens is overlong: `overlong: error` raises
+DataError naming the row, `overlong: skip` drops it and lists it in `PromptDataset.overlong_rows`, which the trainer
+writes to the run folder (`write_skip_report`).
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ class PromptDataset:
     source: str
     skipped: int = 0
     skipped_reasons: list[str] = field(default_factory=list)   # the first few, for the log
+    overlong_rows: list[int] = field(default_factory=list)     # rows dropped by `overlong: skip`
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -52,6 +57,7 @@ class PromptDataset:
 
 
 def detect_format(path: str) -> str:
+    from .hub import is_hub_id
     if path in TASK_FORMATS:
         return "task"
     if os.path.isdir(path):
@@ -61,6 +67,8 @@ def detect_format(path: str) -> str:
         return "jsonl"
     if ext in (".parquet", ".pq"):
         return "parquet"
+    if is_hub_id(path) and "/" in path:
+        return "hub"
     raise DataError(f"{path}: cannot tell the data format from the name; set data.format")
 
 
@@ -116,6 +124,25 @@ def _read_datasets(path: str, split: str) -> Iterator[tuple[int, Any]]:
     yield from enumerate(ds)
 
 
+def _read_hub(name: str, split: str, revision: str | None) -> Iterator[tuple[int, Any]]:
+    from .hub import offline
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{name}: a hub dataset needs the optional package datasets (`pip install datasets`), or "
+                        "give a local file in data.path") from None
+    at = f" at revision {revision}" if revision else ""
+    try:
+        ds = datasets.load_dataset(name, split=split, revision=revision)
+    except Exception as exc:  # noqa: BLE001 (any failure to fetch is reported on one line)
+        if offline() or os.environ.get("HF_DATASETS_OFFLINE", "") in ("1", "true"):
+            why = "offline (HF_HUB_OFFLINE=1) and not in the local datasets cache; give a local file in data.path"
+        else:
+            why = f"cannot be loaded from the Hugging Face Hub ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+        raise DataError(f"{name}{at}: {why} (data.path)") from None
+    yield from enumerate(ds)
+
+
 def _read_task(name: str, cfg: DataConfig, split: str, seed: int, n: int | None) -> Iterator[tuple[int, Any]]:
     if name == "arithmetic":
         from .tasks import arithmetic
@@ -132,6 +159,8 @@ def read_rows(path: str, fmt: str, cfg: DataConfig, split: str = "train", seed: 
         fmt = detect_format(path)
     if fmt == "task":
         return _read_task(path, cfg, split, seed, max_rows)
+    if fmt == "hub":
+        return _read_hub(path, cfg.split, cfg.revision)
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file or folder (data.path)")
     if fmt == "jsonl":
@@ -184,26 +213,49 @@ def load_prompts(cfg: DataConfig, tokenizer, *, path: str | None = None, split: 
     """
     src = resolve_path(path if path is not None else cfg.path)
     fmt = cfg.format if path is None else ("auto" if cfg.format == "task" and path not in TASK_FORMATS else cfg.format)
-    examples, skipped, reasons = [], 0, []
+    out = PromptDataset([], src)
     for row, obj in read_rows(src, fmt, cfg, split=split, seed=seed, max_rows=max_rows):
-        if max_rows is not None and len(examples) >= max_rows:
+        if max_rows is not None and len(out.examples) >= max_rows:
             break
         why = _check_row(obj, cfg)
-        if why is None:
-            problem = obj[cfg.prompt_column]
-            text = format_prompt(problem, tokenizer, cfg.chat_template, cfg.system_prompt)
-            # The chat template writes any special tokens itself.
-            ids = tokenizer(text, add_special_tokens=not cfg.chat_template)["input_ids"]
-            if len(ids) > cfg.max_prompt_tokens:
-                why = f"prompt has {len(ids)} tokens, more than data.max_prompt_tokens={cfg.max_prompt_tokens}"
         if why is not None:
             if not cfg.skip_malformed:
                 raise DataError(f"{src}: row {row}: {why} (set data.skip_malformed to skip such rows)")
-            skipped += 1
-            if len(reasons) < 10:
-                reasons.append(f"row {row}: {why}")
+            out.skipped += 1
+            if len(out.skipped_reasons) < 10:
+                out.skipped_reasons.append(f"row {row}: {why}")
             continue
-        examples.append(PromptExample(ids, text, obj[cfg.answer_column], problem, row))
-    if not examples:
-        raise DataError(f"{src}: no usable rows ({skipped} malformed)")
-    return PromptDataset(examples, src, skipped, reasons)
+        problem = obj[cfg.prompt_column]
+        text = format_prompt(problem, tokenizer, cfg.chat_template, cfg.system_prompt)
+        # The chat template writes any special tokens itself.
+        ids = tokenizer(text, add_special_tokens=not cfg.chat_template)["input_ids"]
+        if len(ids) > cfg.max_prompt_tokens:
+            if cfg.overlong == "error":
+                raise DataError(f"{src}: row {row}: prompt has {len(ids)} tokens, more than data.max_prompt_tokens="
+                                f"{cfg.max_prompt_tokens} (raise it, or set data.overlong to skip to drop such rows)")
+            out.overlong_rows.append(row)
+            continue
+        out.examples.append(PromptExample(ids, text, obj[cfg.answer_column], problem, row))
+    if not out.examples:
+        raise DataError(f"{src}: no usable rows ({out.skipped} malformed, {len(out.overlong_rows)} longer than "
+                        f"data.max_prompt_tokens={cfg.max_prompt_tokens})")
+    return out
+
+
+SKIP_REPORT = "data_skipped.json"
+
+
+def write_skip_report(datasets: dict[str, PromptDataset], out_dir: str) -> str | None:
+    """Write `<out_dir>/data_skipped.json`: per dataset (train, eval), how many rows were dropped and which (the
+    overlong rows in full, the malformed ones' first reasons). None, and no file, when nothing was dropped."""
+    report = {name: {"source": ds.source, "overlong": len(ds.overlong_rows), "overlong_rows": ds.overlong_rows,
+                     "malformed": ds.skipped, "malformed_reasons": ds.skipped_reasons}
+              for name, ds in datasets.items() if ds.overlong_rows or ds.skipped}
+    if not report:
+        return None
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, SKIP_REPORT)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return path

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import yaml
 
-# The paper's termination text for R1-style chat models (MRT.md): the meta-prover is the policy fed this after a prefix.
-R1_TERMINATION_TEXT = ("\n\nTime is up.\n\nGiven the time I've spent and the approaches I've tried, I should stop "
-                       "thinking and formulate a final answer based on what I already have.\n</think>\n\n"
-                       "**Final Answer**\n\\[ \\boxed{")
+# The termination texts are the trainer's (one per model family, mrt.termination): R1's for math files.
+from mrt.termination import R1_TERMINATION_TEXT, resolve_termination_text  # noqa: F401 (re-exported)
+
 # Appended in turn, one a round, when the model stops thinking (the paper's extrapolation).
 EXTRAPOLATION_MARKERS = ("Wait", "But wait", "Alternatively", "But hold on")
 
@@ -39,7 +38,7 @@ class EvalConfig:
     top_p: float = 1.0
     seed: int = 0
     # Meta-prover: after a prefix, the termination text and a short answer (greedy by default: budget forcing).
-    termination_text: str | None = None                  # None: the dataset's own (R1's text for math files)
+    termination_text: str | None = None                  # a name (r1, arithmetic) or the text; None: the dataset's
     meta_samples: int = 1
     meta_temperature: float = 0.0
     meta_top_p: float = 1.0
@@ -50,7 +49,6 @@ class EvalConfig:
     extrapolation_rounds: int = 0
     round_tokens: int = 2048
     eval_every: int = 1
-    extrapolation_samples: int = 1
     markers: list[str] = field(default_factory=lambda: list(EXTRAPOLATION_MARKERS))
     think_end: list[str] = field(default_factory=lambda: ["</think>"])
     # Engine.
@@ -66,8 +64,8 @@ class EvalConfig:
         if not self.budgets or any(b <= 0 for b in self.budgets):
             raise ValueError(f"budgets must be positive token counts, got {self.budgets}")
         self.budgets = sorted(set(self.budgets))
-        for name in ("samples", "meta_samples", "answer_tokens", "round_tokens", "eval_every", "extrapolation_samples",
-                     "block_size", "max_num_seqs", "max_num_batched_tokens"):
+        for name in ("samples", "meta_samples", "answer_tokens", "round_tokens", "eval_every", "block_size",
+                     "max_num_seqs", "max_num_batched_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.extrapolation_rounds < 0:
@@ -86,6 +84,8 @@ class EvalConfig:
             raise ValueError(f"regret_interpolation must be 'linear' or 'step', got {self.regret_interpolation!r}")
         if self.extrapolation_rounds and not self.markers:
             raise ValueError("extrapolation needs at least one marker")
+        if self.termination_text is not None:
+            self.termination_text = resolve_termination_text(self.termination_text)
         if "{problem}" not in self.prompt_template:
             raise ValueError(f"prompt_template must contain '{{problem}}', got {self.prompt_template!r}")
 
