@@ -13,6 +13,11 @@ copy (the copy is returned to the caller, who runs it on the device before the s
 held only by the writer is unregistered instead of copied. Full blocks are never written, so only a partly filled
 block (a fork point inside a block) is ever copied.
 
+Pending copies: the copies of a step all run together, before the forward. Until the caller says they ran
+(`copies_done()`), the source of each is pinned: if a preemption in the same step drops its last reference, it is
+parked instead of pooled, so it cannot be handed out again (as another copy's target, or as a new slot) while the
+copy still reads it. Within a step no block is therefore both a source and a target, and `check_step` asserts it.
+
 The prompt's last token is never served from the cache: its logits are needed to sample, so matching stops at the
 last full block before it.
 """
@@ -43,6 +48,7 @@ class Block:
     hash: bytes | None = None            # set while registered in the prefix cache
     parent_hash: bytes | None = None     # for confirming a hit
     token_ids: tuple[int, ...] = ()      # for confirming a hit
+    copy_reads: int = 0                  # pending copies (this step) that read this block
 
 
 class NoFreeBlocks(RuntimeError):
@@ -60,6 +66,9 @@ class BlockManager:
         self._free: deque[int] = deque(range(num_blocks))          # ref 0, not registered: used first
         self._evictable: OrderedDict[int, None] = OrderedDict()    # ref 0, registered: LRU order, oldest first
         self._cached: dict[bytes, int] = {}                        # chain hash -> block id
+        # This step's planned copies, and the blocks allocated in it, until copies_done().
+        self._pending_copies: list[tuple[int, int]] = []
+        self._step_allocated: set[int] = set()
 
     # ---- counts -------------------------------------------------------------------------------------------------
     @property
@@ -110,7 +119,7 @@ class BlockManager:
 
     def num_free_after_taking(self, block_ids: list[int]) -> int:
         """Free blocks left once `block_ids` (cache hits) are taken: hits on ref-0 blocks come out of the free pool."""
-        return self.num_free_blocks - sum(1 for b in block_ids if self.blocks[b].ref_count == 0)
+        return self.num_free_blocks - sum(1 for b in block_ids if b in self._evictable)
 
     def take_prefix(self, seq: Sequence, block_ids: list[int], hashes: list[bytes]) -> None:
         """Give a sequence that holds no blocks the cached blocks `block_ids` as its computed prefix."""
@@ -162,6 +171,7 @@ class BlockManager:
             if old.ref_count > 1:
                 new = self._allocate()
                 copies.append((old.block_id, new))
+                old.copy_reads += 1          # pinned until copies_done(): see the module docstring
                 self._decref(old.block_id)
                 seq.block_table[i] = new
             elif old.hash is not None:
@@ -170,7 +180,22 @@ class BlockManager:
         end = seq.num_computed_tokens + num_new_tokens
         while len(seq.block_table) < self.blocks_for(end):
             seq.block_table.append(self._allocate())
+        self._pending_copies += copies
         return copies
+
+    @property
+    def has_pending_copies(self) -> bool:
+        return bool(self._pending_copies)
+
+    def copies_done(self) -> None:
+        """The step's copies have run: unpin their sources; a source nobody holds any more goes to its pool now."""
+        for src, _ in self._pending_copies:
+            block = self.blocks[src]
+            block.copy_reads -= 1
+            if block.copy_reads == 0 and block.ref_count == 0:
+                self._pool(block)
+        self._pending_copies = []
+        self._step_allocated = set()
 
     def fork(self, parent: Sequence, child: Sequence, num_shared_tokens: int) -> None:
         """Give `child` (holding nothing) the parent's first `num_shared_tokens` computed tokens by reference."""
@@ -217,12 +242,14 @@ class BlockManager:
         else:
             raise NoFreeBlocks("no free KV-cache blocks")
         self.blocks[block_id].ref_count = 1
+        self._step_allocated.add(block_id)
         return block_id
 
     def _incref(self, block_id: int) -> None:
         block = self.blocks[block_id]
-        if block.ref_count == 0:
-            # Only a registered block can be taken at ref 0 (a cache hit); it leaves the eviction queue.
+        if block.ref_count == 0 and block.copy_reads == 0:
+            # Only a registered block can be taken at ref 0 (a cache hit); it leaves the eviction queue. (A parked
+            # one, read by a pending copy, is in no pool: reading it as a prefix is harmless.)
             del self._evictable[block_id]
         block.ref_count += 1
 
@@ -230,11 +257,15 @@ class BlockManager:
         block = self.blocks[block_id]
         assert block.ref_count > 0, f"block {block_id} freed twice"
         block.ref_count -= 1
-        if block.ref_count == 0:
-            if block.hash is not None:
-                self._evictable[block_id] = None
-            else:
-                self._free.append(block_id)
+        if block.ref_count == 0 and block.copy_reads == 0:
+            self._pool(block)
+
+    def _pool(self, block: Block) -> None:
+        """A block nobody holds or reads: registered ones stay cached (evictable), the others are free."""
+        if block.hash is not None:
+            self._evictable[block.block_id] = None
+        else:
+            self._free.append(block.block_id)
 
     def _unregister(self, block: Block) -> None:
         if block.hash is not None and self._cached.get(block.hash) == block.block_id:
@@ -252,9 +283,30 @@ class BlockManager:
                 f"block {block.block_id}: ref {block.ref_count}, held by {counts[block.block_id]}"
         free, evictable = set(self._free), set(self._evictable)
         assert len(free) == len(self._free) and not free & evictable
+        reads = [0] * self.num_blocks
+        for src, _ in self._pending_copies:
+            reads[src] += 1
         for block in self.blocks:
+            assert block.copy_reads == reads[block.block_id], f"block {block.block_id}: {block.copy_reads} pins, " \
+                                                              f"{reads[block.block_id]} pending copies read it"
             in_pool = block.block_id in free or block.block_id in evictable
-            assert in_pool == (block.ref_count == 0), f"block {block.block_id} pool state wrong"
+            parked = block.ref_count == 0 and block.copy_reads > 0
+            assert in_pool == (block.ref_count == 0 and not parked), f"block {block.block_id} pool state wrong"
             assert (block.block_id in evictable) <= (block.hash is not None)
         for h, b in self._cached.items():
             assert self.blocks[b].hash == h
+        self.check_step()
+
+    def check_step(self) -> None:
+        """This step's planned copies are safe to run together (for tests): no block is both a source and a target,
+        no target is shared, and no source is in a free pool or was handed out again in this step."""
+        srcs = [s for s, _ in self._pending_copies]
+        dsts = [d for _, d in self._pending_copies]
+        assert not set(srcs) & set(dsts), f"blocks {sorted(set(srcs) & set(dsts))} are copy sources and targets"
+        assert len(set(dsts)) == len(dsts), f"copy targets repeat: {dsts}"
+        for d in dsts:
+            assert self.blocks[d].ref_count == 1, f"copy target {d} has ref {self.blocks[d].ref_count}"
+        pooled = set(self._free) | set(self._evictable)
+        for s in srcs:
+            assert s not in pooled, f"copy source {s} is in a free pool while its copy is pending"
+            assert s not in self._step_allocated, f"copy source {s} was handed out again in the same step"

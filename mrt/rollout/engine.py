@@ -126,6 +126,7 @@ class Engine:
         if not batch.seqs:
             raise RuntimeError("the scheduler made no progress (a bug: a sequence can neither run nor wait)")
         logits, which = self.runner.run(batch)
+        self.block_manager.copies_done()         # the copies ran before the forward: their sources may be reused
         st = self.stats
         st["steps"] += 1
         st["preemptions"] += batch.num_preempted

@@ -68,6 +68,9 @@ class Scheduler:
 
     # ---- one step -----------------------------------------------------------------------------------------------
     def schedule(self) -> ScheduledBatch:
+        """Plan one step. The caller runs batch.copies, then calls `bm.copies_done()`, before the next schedule."""
+        if self.bm.has_pending_copies:
+            raise RuntimeError("schedule: the last step's block copies were not marked done (bm.copies_done())")
         batch = ScheduledBatch()
         budget = self.max_num_batched_tokens
 

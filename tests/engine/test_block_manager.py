@@ -18,6 +18,8 @@ def _compute(bm, seq, n=None):
     """What the engine does for one step: reserve, 'write', advance, register."""
     n = seq.num_uncomputed_tokens if n is None else n
     copies = bm.reserve(seq, n)
+    bm.check_step()
+    bm.copies_done()                          # the copies run before the step's writes
     seq.num_computed_tokens += n
     bm.register_full_blocks(seq)
     return copies

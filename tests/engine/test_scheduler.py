@@ -20,6 +20,8 @@ def _run(sched, seqs, max_steps=10_000):
     while sched.has_unfinished():
         batch = sched.schedule()
         assert len(batch) > 0, "no progress"
+        sched.bm.check_step()
+        sched.bm.copies_done()                    # what the runner does before the forward
         assert batch.total_tokens <= sched.max_num_batched_tokens
         assert len(batch) <= sched.max_num_seqs
         for seq, n in zip(batch.seqs, batch.num_tokens):
