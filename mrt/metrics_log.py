@@ -1,5 +1,6 @@
 """Run logging: a progress bar and messages on rank 0, `metrics.jsonl` (one JSON object a step), optional TensorBoard,
-and PNG plots at the end (reward and accuracy over steps, mean progress by episode index, regret).
+and PNG plots at the end (`plot_metrics`: reward raw and smoothed, held-out accuracy over steps, mean progress by
+episode index, cumulative and normalised regret).
 
 Every step's record holds MRT.md step 5's metrics: reward, accuracy, progress/episode_<j> (mean progress of the
 j-th episode), regret, length, entropy, clip_fraction, kl, tokens_per_s, time/rollout and time/update,
@@ -100,10 +101,66 @@ def _plain(v):
     return v
 
 
+EMA_BETA = 0.9   # smoothing of the plotted curves: about the last 10 steps weigh in
+
+
+def ema(values, beta: float = EMA_BETA) -> list[float]:
+    """Bias-corrected exponential moving average: m_t = beta m_{t-1} + (1 - beta) x_t, m_0 = 0, shown as
+    m_t / (1 - beta^t), so the first points are not pulled toward 0 (Adam's correction)."""
+    if not 0 <= beta < 1:
+        raise ValueError(f"ema: beta must be in [0, 1), got {beta}")
+    out, m = [], 0.0
+    for t, x in enumerate(values, 1):
+        m = beta * m + (1.0 - beta) * float(x)
+        out.append(m / (1.0 - beta ** t))
+    return out
+
+
+def series(records: list[dict], key: str) -> tuple[list, list[float]]:
+    """(steps, values) of the records that hold a finite number under key (non-finite ones are logged as text)."""
+    steps, vals = [], []
+    for r in records:
+        v = r.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            steps.append(r.get("step", len(steps)))
+            vals.append(float(v))
+    return steps, vals
+
+
+def _raw_and_smooth(ax, records: list[dict], key: str, label: str, color: str) -> bool:
+    """The raw values faint and their EMA solid, in one color; False (nothing drawn) when key is never logged."""
+    x, y = series(records, key)
+    if not x:
+        return False
+    ax.plot(x, y, color=color, alpha=0.25, lw=1)
+    ax.plot(x, ema(y), color=color, lw=2, label=f"{label} (EMA {EMA_BETA})")
+    return True
+
+
+def _same_series(records: list[dict], a: str, b: str) -> bool:
+    (xa, ya), (xb, yb) = series(records, a), series(records, b)
+    return xa == xb and all(abs(p - q) <= 1e-9 for p, q in zip(ya, yb))
+
+
+def _eval_curve(ax, evals: list[dict], key: str, label: str, color: str) -> bool:
+    x, y = series(evals, key)
+    if x:
+        ax.plot(x, y, "o-", color=color, markersize=4, label=label)
+    return bool(x)
+
+
 def plot_metrics(records: list[dict], out_dir: str) -> list[str]:
-    """reward_accuracy.png, progress_by_episode.png, regret.png from the step records; returns the paths."""
+    """reward_accuracy.png, progress_by_episode.png, regret.png from the records; returns the paths.
+
+    reward_accuracy.png: training reward (and accuracy, only where it differs from the reward, i.e. with a format
+    reward), raw and EMA; held-out accuracy over steps (every eval record); the fraction of groups with zero reward
+    variance when logged. progress_by_episode.png: mean progress of the j-th episode, raw and EMA. regret.png:
+    cumulative regret (sum over episodes of 1 - J, which falls with fewer episodes) beside the normalised regret at
+    the run's budget (1 - area / C0, fair across lengths), each for training traces and held-out evaluations.
+    """
     train = [r for r in records if r.get("kind", "train") == "train"]
-    if not train:
+    evals = [r for r in records if r.get("kind") == "eval"]
+    if not train and not evals:
         return []
     try:
         import matplotlib
@@ -111,44 +168,61 @@ def plot_metrics(records: list[dict], out_dir: str) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    paths = []
-    steps = [r["step"] for r in train]
+    return [_plot_reward(plt, train, evals, out_dir), _plot_progress(plt, train, out_dir),
+            _plot_regret(plt, train, evals, out_dir)]
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in ("reward", "accuracy"):
-        ax.plot(steps, [r.get(key, float("nan")) for r in train], label=key)
-    evals = [r for r in records if r.get("kind") == "eval"]
-    if evals:
-        ax.plot([r["step"] for r in evals], [r["eval/accuracy"] for r in evals], "o--", label="held-out accuracy")
-    ax.set_xlabel("step")
-    ax.legend()
-    ax.set_title("reward and accuracy")
-    paths.append(_save(fig, out_dir, "reward_accuracy.png"))
 
+def _plot_reward(plt, train: list[dict], evals: list[dict], out_dir: str) -> str:
+    zero_var = bool(series(train, "zero_variance_groups")[0])
+    fig, axes = plt.subplots(1, 3 if zero_var else 2, figsize=(13 if zero_var else 9, 3.8), squeeze=False)
+    ax = axes[0][0]
+    _raw_and_smooth(ax, train, "reward", "reward", "C0")
+    same = _same_series(train, "reward", "accuracy")
+    if not same:
+        _raw_and_smooth(ax, train, "accuracy", "accuracy", "C1")
+    ax.set_title("training reward" + (" (= accuracy)" if same else " and accuracy"), fontsize=10)
+    ax = axes[0][1]
+    _eval_curve(ax, evals, "eval/accuracy", "held-out accuracy", "C2")
+    ax.set_title(f"held-out accuracy ({len(evals)} evaluations)", fontsize=10)
+    if zero_var:
+        ax = axes[0][2]
+        _raw_and_smooth(ax, train, "zero_variance_groups", "groups with zero reward variance", "C3")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title("groups without signal (all right or all wrong)", fontsize=10)
+    _finish(axes[0])
+    return _save(fig, out_dir, "reward_accuracy.png")
+
+
+def _plot_progress(plt, train: list[dict], out_dir: str) -> str:
     fig, ax = plt.subplots(figsize=(6, 4))
     idx = sorted({int(k.split("_")[-1]) for r in train for k in r if k.startswith("progress/episode_")})
     for j in idx:
-        key = f"progress/episode_{j}"
-        ax.plot(steps, [r.get(key, float("nan")) for r in train], label=f"episode {j}")
-    if idx:
-        # The run's mean over steps, by episode index, as bars in the legend's order.
-        ax.axhline(0.0, color="gray", lw=0.5)
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean progress")
-    ax.set_title("mean progress by episode index")
-    if idx:
-        ax.legend()
-    paths.append(_save(fig, out_dir, "progress_by_episode.png"))
+        _raw_and_smooth(ax, train, f"progress/episode_{j}", f"episode {j}", f"C{j % 10}")
+    ax.axhline(0.0, color="gray", lw=0.5)
+    ax.set_ylabel("mean progress J_j - J_(j-1)")
+    ax.set_title("mean progress by episode index" + ("" if idx else " (no episodes logged)"), fontsize=10)
+    _finish([ax])
+    return _save(fig, out_dir, "progress_by_episode.png")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, [r.get("regret", float("nan")) for r in train], label="regret (train traces)")
-    if evals:
-        ax.plot([r["step"] for r in evals], [r["eval/regret"] for r in evals], "o--", label="held-out regret")
-    ax.set_xlabel("step")
-    ax.legend()
-    ax.set_title("cumulative regret")
-    paths.append(_save(fig, out_dir, "regret.png"))
-    return paths
+
+def _plot_regret(plt, train: list[dict], evals: list[dict], out_dir: str) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    panels = (("regret", "eval/regret", "cumulative regret: sum of (1 - J) over episodes"),
+              ("regret_normalized", "eval/regret_normalized", "normalised regret at the budget: 1 - area / C0"))
+    for ax, (key, eval_key, title) in zip(axes, panels):
+        drawn = _raw_and_smooth(ax, train, key, "training traces", "C0")
+        drawn = _eval_curve(ax, evals, eval_key, "held-out", "C2") or drawn
+        ax.set_title(title + ("" if drawn else " (not logged)"), fontsize=10)
+    _finish(axes)
+    return _save(fig, out_dir, "regret.png")
+
+
+def _finish(axes) -> None:
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
 
 
 def _save(fig, out_dir: str, name: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import metrics
+from . import metrics, stats
 from .budget_forcing import generate_with_budgets
 from .config import EvalConfig
 from .extrapolation import extrapolate
@@ -134,6 +134,8 @@ def evaluate_dataset(engine, tokenizer, dataset: EvalDataset, cfg: EvalConfig, *
         "curve": {"output_tokens": points,
                   "tokens": [metrics.mean([t.tokens[j] for t in all_traces]) for j in range(len(points))],
                   "J": [metrics.mean([t.J[j] for t in all_traces]) for j in range(len(points))]},
+        # The same curves on one token grid, mean over problems with a 95% band: one curve rising in x per model.
+        "curve_grid": stats.curve_band([[(t.tokens, t.J) for t in row] for row in traces]),
         "episode_tokens": episode_tokens(cfg),
         "regret_per_episode": metrics.mean(per_episode), "cumulative_regret": metrics.mean(cumulative),
         "forks": fork_stats["forks"], "fallbacks": fork_stats["fallbacks"],

@@ -1,7 +1,12 @@
 """Plots of an evaluation, several models on each panel (base, GRPO, MRT: a run's effect at a glance).
 
 One PNG per dataset with panels: accuracy at budgets (budget forcing), normalised regret at budgets, maj@k against
-total tokens (k * mean tokens), mean meta-prover J against tokens, and extrapolation accuracy when measured.
+total tokens (k * mean tokens), meta-prover J against tokens, and extrapolation accuracy when measured.
+
+The J panel draws, per model, one curve that rises in x: the mean over problems of J on a common token grid with its
+95% band (`curve_grid`, from `mrt.eval.stats.curve_band`). Results without a grid (older files) get their mean points
+as markers only: those points are means of tokens and of J at each budget, and a trace that ended early puts its own
+(shorter) length at later budgets, so joining them in budget order would draw a line that runs back on itself.
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ def _panels(has_extrapolation: bool) -> list[tuple[str, str, str, str, str]]:
           "accuracy"),
          ("normalised regret", "budgets", "normalised_regret_at_budget", "budget C0 (tokens)", "regret"),
          ("maj@k", "tokens_for_maj@k", "maj@k", "total tokens (k x mean)", "accuracy"),
-         ("meta-prover J", "curve.tokens", "curve.J", "tokens (prompt + prefix + answer)", "mean J")]
+         ("meta-prover J (mean over problems, 95% band)", "curve.tokens", "curve.J",
+          "tokens (prompt + prefix + answer)", "mean J")]
     if has_extrapolation:
         p.append(("extrapolation", "extrapolation.tokens", "extrapolation.accuracy", "thinking tokens", "accuracy"))
     return p
@@ -31,23 +37,40 @@ def _get(r: dict, key: str):
     return r
 
 
+def _draw_j(ax, r: dict, color) -> None:
+    """One model's J curve: the grid mean and its band, or (no grid) the mean points unjoined."""
+    g = r.get("curve_grid")
+    if g:
+        ax.plot(g["tokens"], g["J"], color=color, label=r["model"])
+        # J lies in [0, 1]; the t-band of a mean of 0/1-valued J can spill past it with few problems.
+        ax.fill_between(g["tokens"], [max(v, 0.0) for v in g["low"]], [min(v, 1.0) for v in g["high"]],
+                        color=color, alpha=0.2, lw=0)
+    elif r.get("curve"):
+        ax.plot(r["curve"]["tokens"], r["curve"]["J"], "o", color=color, markersize=3, label=r["model"])
+
+
 def plot_results(results: list[dict], out_dir: str | Path) -> list[Path]:
     """One PNG per dataset under out_dir; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ds in dict.fromkeys(r["dataset"] for r in results):
         rows = [r for r in results if r["dataset"] == ds]
         panels = _panels(any(r.get("extrapolation") for r in rows))
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
         for ax, (title, xk, yk, xl, yl) in zip(axes[0], panels):
-            for r in rows:
+            for i, r in enumerate(rows):
+                color = colors[i % len(colors)]
+                if yk == "curve.J":
+                    _draw_j(ax, r, color)
+                    continue
                 try:
                     x, y = _get(r, xk), _get(r, yk)
                 except (KeyError, TypeError):
                     continue
-                ax.plot(x, y, marker="o", markersize=3, label=r["model"])
-            ax.set_title(title)
+                ax.plot(x, y, marker="o", markersize=3, color=color, label=r["model"])
+            ax.set_title(title, fontsize=10)
             ax.set_xlabel(xl)
             ax.set_ylabel(yl)
             ax.grid(alpha=0.3)

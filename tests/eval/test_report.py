@@ -31,3 +31,27 @@ def test_table_and_files(tmp_path):
     pngs = plot_results(results + [_result("grpo", 0.6, extrapolation=False)], tmp_path / "out")
     assert [p.name for p in pngs] == ["arith.png"]
     assert pngs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pngs[0].stat().st_size > 10_000
+
+
+def test_j_panel_draws_grid_curves_in_token_order(tmp_path, monkeypatch):
+    """With curve_grid: one line rising in x per model plus its band; without: the mean points, not joined."""
+    import matplotlib.pyplot as plt
+
+    from mrt.eval.stats import curve_band
+    with_grid = _result("mrt", 0.75, extrapolation=False)
+    with_grid["curve_grid"] = curve_band([[([40, 120, 80], [0.1, 0.75, 0.3])], [([50, 90], [0.0, 1.0])]])
+    old = _result("base", 0.5, extrapolation=False)
+    old["curve"] = {"tokens": [40, 90, 80], "J": [0.1, 0.5, 0.4]}    # mean points out of token order
+    saved = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: saved.append(fig))
+    plot_results([old, with_grid], tmp_path)
+    monkeypatch.setattr(plt, "close", real_close)
+    ax = saved[0].axes[3]
+    assert ax.get_title().startswith("meta-prover J")
+    base_line, mrt_line = ax.get_lines()
+    assert base_line.get_linestyle() == "None" and base_line.get_marker() == "o"
+    x = list(mrt_line.get_xdata())
+    assert x == sorted(x) and len(x) == 48 and list(mrt_line.get_ydata()) == with_grid["curve_grid"]["J"]
+    assert len(ax.collections) == 1          # one band, for the model with a grid
+    real_close(saved[0])
