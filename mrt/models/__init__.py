@@ -5,7 +5,7 @@ from .causal_lm import CausalLM, load_model
 from .config import ARCHITECTURES, ModelConfig
 from .hf_checkpoint import CheckpointError
 from .packing import packed_metadata, packed_positions
-from .tokenizer import load_tokenizer
+from .tokenizer import LazyTokenizer, MissingTokenizerError, load_tokenizer
 
-__all__ = ["ARCHITECTURES", "CausalLM", "CheckpointError", "ModelConfig", "PackedMetadata", "PagedMetadata",
-           "load_model", "load_tokenizer", "packed_metadata", "packed_positions"]
+__all__ = ["ARCHITECTURES", "CausalLM", "CheckpointError", "LazyTokenizer", "MissingTokenizerError", "ModelConfig",
+           "PackedMetadata", "PagedMetadata", "load_model", "load_tokenizer", "packed_metadata", "packed_positions"]

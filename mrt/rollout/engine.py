@@ -17,16 +17,19 @@ Sharing, all through the block manager's reference counts:
   Their results come back on the parent's CompletionOutput.branches.
 Stops: a token in `stop_token_ids` (None: the model's EOS ids; [] disables), a stop string in the decoded output
 ("stop"); `max_tokens` output tokens or the model's context length ("length").
+Text: only stop strings and an output's `.text` (decoded on first access) need the tokenizer; `from_pretrained`
+loads it lazily, so a folder without tokenizer files serves token-id prompts and raises only when text is needed.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Callable
 
 import torch
 
 from .block_manager import BlockManager
-from .outputs import BranchOutput, CompletionOutput, RequestOutput
+from .outputs import BranchOutput, CompletionOutput, RequestOutput, _Text
 from .runner import ModelRunner, kv_cache_bytes_per_block
 from .sampler import sample
 from .scheduler import Scheduler
@@ -58,11 +61,11 @@ class Engine:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, dtype: torch.dtype | str = torch.float32,
                         device: torch.device | str = "cpu", **kw) -> "Engine":
-        from transformers import AutoTokenizer
-
-        from mrt.models import CausalLM
+        """Model from `path`; its tokenizer (unless `tokenizer=` is given) is loaded on first use, see LazyTokenizer."""
+        from mrt.models import CausalLM, LazyTokenizer
         model = CausalLM.from_pretrained(path, dtype=dtype, device=device)
-        return cls(model, AutoTokenizer.from_pretrained(path), **kw)
+        tokenizer = kw.pop("tokenizer", None) or LazyTokenizer(path)
+        return cls(model, tokenizer, **kw)
 
     def reset_prefix_cache(self) -> None:
         """Drop the prefix cache: after an optimizer step the cached K/V no longer match the model's weights."""
@@ -101,6 +104,8 @@ class Engine:
             raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
         for i, p in enumerate(prompts):
             self._check_prompt(p, f"prompt {i}")
+        if any(sp.stop_strings for sp in params):
+            self._require_tokenizer("stop strings")      # fail before any work, not at the first sampled token
         groups: list[list[Sequence]] = []
         for i, (prompt, sp) in enumerate(zip(prompts, params)):
             group = [Sequence(list(prompt), sp, request_index=i, sample_index=j) for j in range(sp.n)]
@@ -216,13 +221,13 @@ class Engine:
         stop_ids = self.config.eos_token_ids if sp.stop_token_ids is None else sp.stop_token_ids
         if stop_ids and tok in stop_ids:
             return "stop"
-        if sp.stop_strings and self.tokenizer is not None:
+        if sp.stop_strings:
             # Only the tail can hold a new match: the longest stop string spans at most that many tokens (+ slack for
             # tokens that decode to partial characters).
             longest = max(len(s) for s in sp.stop_strings)
             out = seq.output_token_ids
             tail_start = max(0, len(out) - longest - 4)
-            tail = self.tokenizer.decode(out[tail_start:], skip_special_tokens=True)
+            tail = self._decode(out[tail_start:], "stop strings")
             if any(s in tail for s in sp.stop_strings):
                 return "stop"
         if seq.num_output_tokens >= sp.max_tokens or len(seq) >= self.max_model_len:
@@ -252,20 +257,40 @@ class Engine:
         parent.branches.extend(children)
         self.scheduler.add_running(leader)
 
-    def _decode(self, token_ids: list[int]) -> str:
-        return "" if self.tokenizer is None else self.tokenizer.decode(token_ids, skip_special_tokens=True)
+    def _require_tokenizer(self, what: str):
+        return _require_tokenizer(self.tokenizer, what)
 
-    def _text(self, seq: Sequence) -> str:
-        text = self._decode(seq.output_token_ids)
-        if seq.finish_reason == "stop" and seq.params.stop_strings:
-            cut = [text.find(s) for s in seq.params.stop_strings if s in text]
-            if cut:
-                text = text[:min(cut)]
-        return text
+    def _decode(self, token_ids: list[int], what: str) -> str:
+        return self._require_tokenizer(what).decode(token_ids, skip_special_tokens=True)
+
+    def _lazy_text(self, seq: Sequence) -> _Text:
+        # The tokenizer, not the engine: an output must not keep the engine's KV cache alive.
+        return _Text(functools.partial(_output_text, self.tokenizer, seq.output_token_ids, seq.finish_reason,
+                                       seq.params.stop_strings))
 
     def _completion(self, seq: Sequence) -> CompletionOutput:
         branches = [BranchOutput(b.branch.tag, b.branch.position, b.branch.continuation_token_ids,
-                                 b.output_token_ids, b.logprobs, b.finish_reason, self._text(b))
+                                 b.output_token_ids, b.logprobs, b.finish_reason, self._lazy_text(b))
                     for b in seq.branches]
         return CompletionOutput(seq.sample_index, seq.output_token_ids, seq.logprobs, seq.finish_reason,
-                                seq.num_cached_tokens, self._text(seq), branches)
+                                seq.num_cached_tokens, branches, self._lazy_text(seq))
+
+
+def _require_tokenizer(tokenizer, what: str):
+    """The tokenizer (loaded now if lazy); a clear error naming `what` needed it when there is none."""
+    from mrt.models import LazyTokenizer, MissingTokenizerError
+    if tokenizer is None:
+        raise MissingTokenizerError(f"{what} need a tokenizer, and this engine has none: pass one "
+                                    "(Engine(model, tokenizer)), or generate from token ids and read token_ids")
+    # A LazyTokenizer loads now, or raises saying why (its folder has no tokenizer files).
+    return tokenizer.load() if isinstance(tokenizer, LazyTokenizer) else tokenizer
+
+
+def _output_text(tokenizer, token_ids: list[int], finish_reason: str, stop_strings: list[str] | None) -> str:
+    """An output's text: its tokens decoded, cut before the first stop string when one stopped it."""
+    text = _require_tokenizer(tokenizer, "output texts").decode(token_ids, skip_special_tokens=True)
+    if finish_reason == "stop" and stop_strings:
+        cut = [text.find(s) for s in stop_strings if s in text]
+        if cut:
+            text = text[:min(cut)]
+    return text
