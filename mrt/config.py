@@ -49,7 +49,7 @@ def _choice(value, key: str, choices) -> None:
 
 @dataclass
 class ModelConfig:
-    path: str = "mrt:assets/tiny_model"   # Hugging Face folder (config.json + *.safetensors + tokenizer files) or hub id
+    path: str = "mrt:assets/tiny_model"   # HF folder (config.json, *.safetensors, tokenizer files) or hub id
     tokenizer_path: str | None = None     # None: the model folder
     revision: str | None = None           # of a hub id (branch, tag or commit); None: the default branch
     dtype: str = "float32"                # parameters and compute: float32 | bfloat16 | float16
@@ -439,8 +439,13 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
     """Defaults <- YAML preset at path (if any) <- dotted overrides; validated. Raises ConfigError naming the key."""
     tree: dict = {}
     if path is not None:
-        with open(resolve_path(path)) as f:
-            loaded = yaml.safe_load(f) or {}
+        try:
+            with open(resolve_path(path), encoding="utf-8") as f:
+                loaded = yaml.safe_load(f) or {}
+        except OSError as exc:
+            raise ConfigError(f"--config: {path}: cannot be read ({exc.strerror or exc})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config: {path}: not valid YAML ({' '.join(str(exc).split())})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of sections")
         tree = loaded

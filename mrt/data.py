@@ -125,7 +125,7 @@ def _read_datasets(path: str, split: str) -> Iterator[tuple[int, Any]]:
 
 
 def _read_hub(name: str, split: str, revision: str | None) -> Iterator[tuple[int, Any]]:
-    from .hub import offline
+    from .hub import offline, short_message
     try:
         import datasets
     except ImportError:
@@ -138,7 +138,7 @@ def _read_hub(name: str, split: str, revision: str | None) -> Iterator[tuple[int
         if offline() or os.environ.get("HF_DATASETS_OFFLINE", "") in ("1", "true"):
             why = "offline (HF_HUB_OFFLINE=1) and not in the local datasets cache; give a local file in data.path"
         else:
-            why = f"cannot be loaded from the Hugging Face Hub ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+            why = f"cannot be loaded from the Hugging Face Hub ({type(exc).__name__}: {short_message(exc)})"
         raise DataError(f"{name}{at}: {why} (data.path)") from None
     yield from enumerate(ds)
 

@@ -84,7 +84,19 @@ def init_distributed(backend: str = "auto", device: str | None = None) -> Distri
             raise ValueError("distributed.backend: nccl needs GPUs; use gloo on the CPU")
         dist.init_process_group(backend=backend, rank=rank, world_size=world,
                                 timeout=datetime.timedelta(minutes=30))
+        global _PEER_STORE
+        from torch.distributed import distributed_c10d
+        _PEER_STORE = distributed_c10d._get_default_store()
     return Distributed(rank, world, local, dev)
+
+
+_PEER_STORE = None
+
+
+def peer_store():
+    """The key-value store of the run's rendezvous (kept past the process group's end: torchrun's agent hosts it),
+    or None before any process group: how failing ranks wait for each other's error lines (mrt.errors)."""
+    return _PEER_STORE
 
 
 def wrap_model(model: torch.nn.Module, dist_env: Distributed, strategy: str = "auto",

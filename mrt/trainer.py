@@ -28,13 +28,14 @@ import torch
 from mrt_kernels import progress_advantages
 
 from . import checkpoint as ckpt
-from .config import Config, ConfigError, load_config, resolve_path
-from .data import load_prompts
+from .config import Config, ConfigError, load_config
+from .data import load_prompts, write_skip_report
 from .distributed import Distributed, init_distributed, sync_generation_model, unwrap, wrap_model
+from .hub import load_checked_tokenizer, load_model, resolve_model_path
 from .episodes import make_segmenter
 from .meta_prover import MetaProver
 from .metrics_log import MetricsLogger
-from .models import CausalLM, load_tokenizer
+from .models import CausalLM
 from .rewards import format_reward, get_reward
 from .rollout import Engine, SamplingParams
 from .rollout_batch import build_batch, micro_batches
@@ -56,10 +57,16 @@ class Trainer:
         self.dist = dist_env or init_distributed(cfg.distributed.backend)
         d = self.dist
         _seed_all(cfg.seed + d.rank)
-        path = resolve_path(cfg.model.path)
-        self.tokenizer = load_tokenizer(resolve_path(cfg.model.tokenizer_path) or path)
+        # Model folder and tokenizer first, then the data: a user's mistake in any of them ends the run before the
+        # engine is sized or a step is taken (one-line errors, mrt.errors). A hub id is downloaded (mrt.hub).
+        path = resolve_model_path(cfg.model.path, revision=cfg.model.revision)
         dtype = _DTYPES[cfg.model.dtype]
-        self.model = CausalLM.from_pretrained(path, dtype=dtype, device=d.device)
+        self.model = load_model(path, dtype=dtype, device=d.device)
+        tok_key = "model.tokenizer_path" if cfg.model.tokenizer_path else "model.path"
+        tok_path = resolve_model_path(cfg.model.tokenizer_path, revision=cfg.model.revision, key=tok_key) \
+            if cfg.model.tokenizer_path else path
+        self.tokenizer = load_checked_tokenizer(tok_path, self.model.config.vocab_size, key=tok_key)
+        self._load_data()
         self.model.gradient_checkpointing = cfg.model.gradient_checkpointing
         self.train_model = wrap_model(self.model, d, cfg.distributed.strategy)
         # FSDP2: generation runs on an unsharded copy filled from the shards each step (see mrt.distributed).
@@ -79,7 +86,6 @@ class Trainer:
         self.termination_ids = self.tokenizer(cfg.meta_prover.termination_text, add_special_tokens=False)["input_ids"]
         self.stop_ids = list(self.model.config.eos_token_ids or [])
         self.autocast = torch.bfloat16 if d.device.type == "cuda" and dtype == torch.float32 else None
-        self._load_data()
         self.step = 0
         self.bad_steps = 0
 
@@ -87,9 +93,11 @@ class Trainer:
     def _load_data(self) -> None:
         cfg = self.cfg
         self.train_data = load_prompts(cfg.data, self.tokenizer, seed=cfg.seed)
+        self.data_sources = {"train": self.train_data}     # their dropped rows go to the run folder (train())
         n_eval = cfg.eval.held_out
         if cfg.eval.path is not None:
-            self.eval_data = load_prompts(cfg.data, self.tokenizer, path=cfg.eval.path, max_rows=n_eval).examples
+            self.data_sources["eval"] = load_prompts(cfg.data, self.tokenizer, path=cfg.eval.path, max_rows=n_eval)
+            self.eval_data = self.data_sources["eval"].examples
         elif cfg.data.format == "task":
             self.eval_data = load_prompts(cfg.data, self.tokenizer, split="heldout", seed=cfg.seed,
                                           max_rows=n_eval).examples
@@ -318,12 +326,16 @@ class Trainer:
             resumed = False
         if d.is_main:
             cfg.save(os.path.join(cfg.logging.out_dir, "config.yaml"))
+        skipped = write_skip_report(self.data_sources, cfg.logging.out_dir) if d.is_main else None
         log = MetricsLogger(cfg.logging.out_dir, rank=d.rank, total_steps=cfg.optim.steps, initial_step=self.step,
                             progress_bar=cfg.logging.progress_bar, tensorboard=cfg.logging.tensorboard)
         log.info(f"mrt: {cfg.rl.algo} ({cfg.rl.advantage_mode}) on {len(self.train_data)} prompts, "
                  f"{cfg.optim.steps} steps x {cfg.optim.prompts_per_step} prompts x {cfg.rollout.group_size} "
                  f"samples, {d.world_size} rank(s) on {d.device}" + (f"; resumed at step {self.step}" if resumed
                                                                      else ""))
+        if skipped:
+            log.info("data: dropped " + ", ".join(f"{n}: {len(s.overlong_rows)} overlong, {s.skipped} malformed"
+                                                    for n, s in self.data_sources.items()) + f" rows (see {skipped})")
         result = {}
         first = self.evaluate()
         log.log(first, advance=False)

@@ -1,8 +1,9 @@
 """The whole evaluation: every model on every dataset, then results.json, results.md and the plots."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from mrt.hub import check_model_folder, load_checked_tokenizer, load_model, resolve_model_path
 
 from .config import EvalConfig
 from .evaluate import evaluate_dataset
@@ -13,13 +14,10 @@ from .report import write_report
 
 def model_context(path: str) -> int:
     """max_position_embeddings of a Hugging Face folder, read before loading any weights."""
-    cfg_file = Path(path) / "config.json"
-    if not cfg_file.is_file():
-        raise ValueError(f"model folder {path} has no config.json (is it a Hugging Face model folder?)")
-    hf = json.loads(cfg_file.read_text())
+    hf = check_model_folder(path, key="--model")
     hf = hf.get("text_config", hf)
     if "max_position_embeddings" not in hf:
-        raise ValueError(f"{cfg_file} has no max_position_embeddings")
+        raise ValueError(f"{Path(path) / 'config.json'} has no max_position_embeddings")
     return int(hf["max_position_embeddings"])
 
 
@@ -33,16 +31,16 @@ def load_engine(path: str, cfg: EvalConfig):
     """(engine, tokenizer, max_context) for a checkpoint or Hugging Face folder."""
     import torch
 
-    from mrt.models import load_tokenizer
     from mrt.rollout import Engine
 
     dtype = getattr(torch, cfg.dtype, None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"dtype must name a torch dtype (float32, bfloat16, ...), got {cfg.dtype!r}")
-    engine = Engine.from_pretrained(path, dtype=dtype, device=cfg.device, block_size=cfg.block_size,
-                                    max_num_seqs=cfg.max_num_seqs, max_num_batched_tokens=cfg.max_num_batched_tokens)
-    tokenizer = getattr(engine, "tokenizer", None) or load_tokenizer(path)
-    return engine, tokenizer, int(engine.model.config.max_position_embeddings)
+    model = load_model(path, dtype=dtype, device=cfg.device, key="--model")
+    tokenizer = load_checked_tokenizer(path, model.config.vocab_size, key="--model")
+    engine = Engine(model, tokenizer, block_size=cfg.block_size, max_num_seqs=cfg.max_num_seqs,
+                    max_num_batched_tokens=cfg.max_num_batched_tokens)
+    return engine, tokenizer, int(model.config.max_position_embeddings)
 
 
 def run(cfg: EvalConfig, *, engines: dict | None = None) -> list[dict]:
@@ -52,11 +50,14 @@ def run(cfg: EvalConfig, *, engines: dict | None = None) -> list[dict]:
     datasets = [load_dataset(d, prompt_column=cfg.prompt_column, answer_column=cfg.answer_column, limit=cfg.limit)
                 for d in cfg.data]
     engines = engines or {}
-    for name, path in cfg.named_models():  # every model's context before loading any of them
+    # A hub id is fetched (or found in the cache) first; then every model's context before loading any of them.
+    models = [(name, path if name in engines else resolve_model_path(path, key="--model"))
+              for name, path in cfg.named_models()]
+    for name, path in models:
         if name not in engines:
             check_budget(cfg, name, model_context(path))
     results = []
-    for name, path in cfg.named_models():
+    for name, path in models:
         engine, tokenizer, max_context = engines.get(name) or load_engine(path, cfg)
         check_budget(cfg, name, max_context)
         for ds in datasets:
