@@ -8,6 +8,9 @@ tokens in order. Blocks are shared three ways, all through reference counts:
 - fork: a branch takes its parent's blocks up to the fork point by reference, the partly filled last one included;
 - freed blocks that are registered stay in the cache (ref count 0) until the space is needed; they are then evicted
   least-recently-freed first (a sequence's blocks are freed tail first, so a shared head outlives its tails).
+Allocation order: a freed unregistered block, then a never-used one (ids in increasing order), then an eviction. So
+`num_touched_blocks`, the ids handed out so far, grows only when the blocks in use (and cached) need it: a runner
+may allocate the device pool on demand up to `num_blocks` (the engine does on the CPU).
 Copy-on-write: before a sequence writes into a block that someone else also holds (ref count > 1), it gets a fresh
 copy (the copy is returned to the caller, who runs it on the device before the step's writes). A registered block
 held only by the writer is unregistered instead of copied. Full blocks are never written, so only a partly filled
@@ -63,7 +66,8 @@ class BlockManager:
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.blocks = [Block(i) for i in range(num_blocks)]
-        self._free: deque[int] = deque(range(num_blocks))          # ref 0, not registered: used first
+        self._free: deque[int] = deque()                           # ref 0, not registered, used before: first
+        self._next_fresh = 0                                       # ids >= this were never handed out
         self._evictable: OrderedDict[int, None] = OrderedDict()    # ref 0, registered: LRU order, oldest first
         self._cached: dict[bytes, int] = {}                        # chain hash -> block id
         # This step's planned copies, and the blocks allocated in it, until copies_done().
@@ -74,7 +78,12 @@ class BlockManager:
     @property
     def num_free_blocks(self) -> int:
         """Blocks that can be handed out now (evicting cached ones if needed)."""
-        return len(self._free) + len(self._evictable)
+        return len(self._free) + (self.num_blocks - self._next_fresh) + len(self._evictable)
+
+    @property
+    def num_touched_blocks(self) -> int:
+        """Blocks handed out at least once: ids 0 .. num_touched_blocks - 1 (the pool a runner must have)."""
+        return self._next_fresh
 
     @property
     def num_cached_blocks(self) -> int:
@@ -236,6 +245,9 @@ class BlockManager:
     def _allocate(self) -> int:
         if self._free:
             block_id = self._free.popleft()
+        elif self._next_fresh < self.num_blocks:
+            block_id = self._next_fresh
+            self._next_fresh += 1
         elif self._evictable:
             block_id, _ = self._evictable.popitem(last=False)
             self._unregister(self.blocks[block_id])
@@ -286,7 +298,10 @@ class BlockManager:
         reads = [0] * self.num_blocks
         for src, _ in self._pending_copies:
             reads[src] += 1
-        for block in self.blocks:
+        for block in self.blocks[self._next_fresh:]:
+            assert block.ref_count == 0 and block.hash is None and block.block_id not in free | evictable, \
+                f"never-used block {block.block_id} is in use"
+        for block in self.blocks[:self._next_fresh]:
             assert block.copy_reads == reads[block.block_id], f"block {block.block_id}: {block.copy_reads} pins, " \
                                                               f"{reads[block.block_id]} pending copies read it"
             in_pool = block.block_id in free or block.block_id in evictable

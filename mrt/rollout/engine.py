@@ -45,17 +45,26 @@ _STAT_KEYS = ("prompt_tokens_computed", "prompt_tokens_cached", "generated_token
 class Engine:
     def __init__(self, model, tokenizer=None, *, block_size: int = 16, num_blocks: int | None = None,
                  max_num_seqs: int = 256, max_num_batched_tokens: int = 8192, enable_prefix_caching: bool = True,
-                 memory_fraction: float | None = None):
+                 memory_fraction: float | None = None, max_model_len: int | None = None,
+                 grow_kv_cache: bool | None = None):
+        """max_model_len: the longest sequence (prompt + output, a branch's prefix + continuation + answer) of the
+        run, at most the model's context (the default); sequences stop there ("length"), and the KV cache is sized
+        from max_num_seqs of them when num_blocks is None (see `_blocks_from_memory`).
+        grow_kv_cache: allocate the KV cache on demand, up to num_blocks (None: on the CPU only)."""
         self.model = model
         self.tokenizer = tokenizer
         self.config = model.config
-        self.max_model_len = self.config.max_position_embeddings
+        context = self.config.max_position_embeddings
+        if max_model_len is not None and max_model_len < 2:
+            raise ValueError(f"max_model_len must be >= 2 (a prompt token and an output token), got {max_model_len}")
+        self.max_model_len = context if max_model_len is None else min(max_model_len, context)
         if num_blocks is None:
             num_blocks = self._blocks_from_memory(block_size, max_num_seqs, memory_fraction)
         self.block_manager = BlockManager(num_blocks, block_size, enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, max_num_seqs=max_num_seqs,
                                    max_num_batched_tokens=max_num_batched_tokens)
-        self.runner = ModelRunner(model, num_blocks, block_size)
+        grow = model.device.type == "cpu" if grow_kv_cache is None else grow_kv_cache
+        self.runner = ModelRunner(model, num_blocks, block_size, grow=grow)
         self.stats = {k: 0 for k in _STAT_KEYS}
 
     @classmethod
@@ -78,8 +87,9 @@ class Engine:
         return self.runner.kv_cache
 
     def _blocks_from_memory(self, block_size: int, max_num_seqs: int, memory_fraction: float | None) -> int:
-        """Blocks that fit in memory_fraction of the free device memory (0.9 on a GPU, 0.25 of available RAM on the
-        CPU), capped at what max_num_seqs sequences of the full context could use."""
+        """What the run can use, max_num_seqs sequences of max_model_len tokens, capped by memory_fraction of the free
+        device memory (default 0.9 on a GPU, 0.25 of available RAM on the CPU). On the CPU the pool is allocated on
+        demand (grow_kv_cache), so this is a ceiling, not a reservation."""
         per_block = kv_cache_bytes_per_block(self.config, block_size, self.model.dtype)
         device = self.model.device
         if device.type == "cuda":
@@ -91,8 +101,9 @@ class Engine:
         cap = max_num_seqs * -(-self.max_model_len // block_size)
         num_blocks = min(int(budget // per_block), cap)
         if num_blocks < -(-self.max_model_len // block_size):
-            raise RuntimeError(f"only {num_blocks} KV-cache blocks fit in memory, fewer than one full-context "
-                               "sequence needs; raise memory_fraction or pass num_blocks")
+            raise RuntimeError(f"only {num_blocks} KV-cache blocks fit in memory, fewer than one sequence of "
+                               f"max_model_len={self.max_model_len} tokens needs; lower max_model_len, raise "
+                               "memory_fraction or pass num_blocks")
         return num_blocks
 
     # ---- generate -----------------------------------------------------------------------------------------------
@@ -130,6 +141,7 @@ class Engine:
         batch = self.scheduler.schedule()
         if not batch.seqs:
             raise RuntimeError("the scheduler made no progress (a bug: a sequence can neither run nor wait)")
+        self.runner.ensure_blocks(self.block_manager.num_touched_blocks)   # a growing pool follows the blocks used
         logits, which = self.runner.run(batch)
         self.block_manager.copies_done()         # the copies ran before the forward: their sources may be reused
         st = self.stats
@@ -195,8 +207,9 @@ class Engine:
         if len(tokens) == 0:
             raise ValueError(f"{what} is empty")
         if len(tokens) >= self.max_model_len:
-            raise ValueError(f"{what} has {len(tokens)} tokens; the model's context is {self.max_model_len} "
-                             f"tokens, so at most {self.max_model_len - 1} leave room to generate")
+            raise ValueError(f"{what} has {len(tokens)} tokens; the engine's max_model_len (at most the model's "
+                             f"context) is {self.max_model_len} tokens, so at most {self.max_model_len - 1} leave "
+                             "room to generate")
         v = self.config.vocab_size
         if min(tokens) < 0 or max(tokens) >= v:
             raise ValueError(f"{what} has token ids outside [0, {v})")

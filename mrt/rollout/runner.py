@@ -6,7 +6,11 @@ Inputs of one step, for B scheduled sequences where sequence b computes its toke
   slot_mapping (N,) = block_table[p // block_size] * block_size + p % block_size for each new position p.
 Copy-on-write block copies planned by the block manager run (for every layer, K and V) before the forward writes.
 Logits are computed only for the last token of each sequence that has no uncomputed token left after the step.
-The KV cache is one tensor (num_layers, 2, num_blocks, block_size, Hkv, D) in the model's dtype and device.
+The KV cache is one tensor (num_layers, 2, capacity, block_size, Hkv, D) in the model's dtype and device. With
+`grow=True` (the engine's choice on the CPU, where RAM is shared with everything else) it starts at
+`initial_blocks` and is reallocated, at least doubling, when the block manager hands out a block id beyond it, up
+to num_blocks: memory follows what the run uses, and the copies total less than the final size. On a GPU it is
+allocated whole up front (capacity = num_blocks).
 """
 from __future__ import annotations
 
@@ -22,18 +26,38 @@ def kv_cache_bytes_per_block(config, block_size: int, dtype: torch.dtype) -> int
     return config.num_layers * 2 * block_size * config.num_kv_heads * config.head_dim * elem
 
 
+# A growing pool's first size: 64 blocks of 16 tokens hold a 1k-token sequence, tens of MB at a 1B model's shape.
+INITIAL_BLOCKS = 64
+
+
 class ModelRunner:
-    def __init__(self, model, num_blocks: int, block_size: int):
+    def __init__(self, model, num_blocks: int, block_size: int, *, grow: bool = False,
+                 initial_blocks: int = INITIAL_BLOCKS):
         self.model = model
         self.block_size = block_size
-        self.num_blocks = num_blocks
-        c = model.config
-        self.kv_cache = torch.zeros(c.num_layers, 2, num_blocks, block_size, c.num_kv_heads, c.head_dim,
-                                    dtype=model.dtype, device=model.device)
+        self.num_blocks = num_blocks              # the most the pool may hold
+        self.kv_cache = model.new_kv_cache(min(num_blocks, initial_blocks) if grow else num_blocks, block_size)
 
     @property
     def device(self) -> torch.device:
         return self.kv_cache.device
+
+    @property
+    def capacity(self) -> int:
+        """Blocks the KV-cache tensor holds now."""
+        return self.kv_cache.shape[2]
+
+    def ensure_blocks(self, n: int) -> None:
+        """Make block ids 0 .. n-1 exist: reallocate to max(n, 2 x capacity) blocks (at most num_blocks), keeping
+        the cached K/V."""
+        cap = self.capacity
+        if n <= cap:
+            return
+        if n > self.num_blocks:
+            raise ValueError(f"ensure_blocks({n}): the pool holds at most {self.num_blocks} blocks")
+        grown = self.model.new_kv_cache(min(self.num_blocks, max(n, 2 * cap)), self.block_size)
+        grown[:, :, :cap].copy_(self.kv_cache)
+        self.kv_cache = grown
 
     def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, PagedMetadata, list[int]]:
         """(input_ids, positions, metadata, rows): rows[i] is the token row to sample for batch sequence i, or -1.
