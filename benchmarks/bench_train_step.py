@@ -80,9 +80,9 @@ def one_step(tr: Trainer, step: int) -> dict:
 
     t0 = time.perf_counter()
     micro = micro_batches(batch, adv.advantages, cfg.optim.micro_batch_tokens, device=tr.dist.device)
-    stats = run_update(tr.train_model, tr.model.lm_head_weight, tr.optimizer, micro, cfg.rl,
+    stats = run_update(tr.train_model, tr.model, tr.optimizer, micro, cfg.rl,
                        temperature=r.temperature or 1.0, grad_clip=cfg.optim.grad_clip,
-                       num_tokens=batch.num_completion_tokens, num_seqs=len(batch), autocast_dtype=tr.autocast)
+                       num_tokens=batch.num_completion_tokens, num_seqs=len(batch))
     tr.optimizer.step()
     tr.optimizer.zero_grad(set_to_none=True)
     sync()

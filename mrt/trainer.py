@@ -39,7 +39,7 @@ from .models import CausalLM
 from .rewards import format_reward, get_reward
 from .rollout import Engine, SamplingParams
 from .rollout_batch import build_batch, micro_batches
-from .update import make_optimizer, make_scheduler, run_update
+from .update import make_optimizer, make_scheduler, recompute_old_logp, run_update
 
 MAX_BAD_STEPS = 3
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -85,7 +85,6 @@ class Trainer:
         self.segmenter = make_segmenter(cfg.episodes)
         self.termination_ids = self.tokenizer(cfg.meta_prover.termination_text, add_special_tokens=False)["input_ids"]
         self.stop_ids = list(self.model.config.eos_token_ids or [])
-        self.autocast = torch.bfloat16 if d.device.type == "cuda" and dtype == torch.float32 else None
         self.step = 0
         self.bad_steps = 0
 
@@ -121,7 +120,7 @@ class Trainer:
     def _perm(self, epoch: int):
         cache = getattr(self, "_perm_cache", None)
         if cache is None or cache[0] != epoch:
-            g = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch)
+            g = torch.Generator().manual_seed(_derive_seed(self.cfg.seed, "data-order", epoch))
             self._perm_cache = (epoch, torch.randperm(len(self.train_data), generator=g).tolist())
         return self._perm_cache[1]
 
@@ -142,28 +141,60 @@ class Trainer:
         return self.engine.generate(prompts, params, hook=hook)
 
     def rollout(self, step: int):
-        """This rank's traces of step -> (RolloutBatch, timings and engine counters)."""
-        cfg, r = self.cfg, self.cfg.rollout
+        """This rank's traces of step -> (RolloutBatch, timings and engine counters).
+
+        With `rl.dynamic_sampling` (DAPO): groups whose G rewards are all equal carry no GRPO signal, so they are
+        dropped and more prompts are drawn (`spare_prompts`) until this rank has its share of mixed groups or
+        `rl.dynamic_sampling_max_rounds` rounds of generation ran; the batch is then the mixed groups found (if none,
+        the first round's batch, so a step always has traces).
+        """
         idx = self.step_prompts(step)
         lo, hi = self.dist.shard(len(idx))
-        mine = idx[lo:hi]
-        examples = [self.train_data[i] for i in mine]
-        base_seed = (cfg.seed * 1_000_003 + step * 10_007) % (2 ** 31)
+        quota = hi - lo
+        batch, info = self._rollout_round(idx[lo:hi], step, 0, group_base=lo)
+        info["zero_variance_groups"] = (_zero_variance_groups(batch), _num_groups(batch))
+        info["rounds"], info["prompts_generated"] = 1, quota
+        if not self.cfg.rl.dynamic_sampling or quota == 0:
+            return batch, info
+        kept = _mixed_groups(batch)
+        while _num_groups(kept) < quota and info["rounds"] < self.cfg.rl.dynamic_sampling_max_rounds:
+            r = info["rounds"]
+            more, more_info = self._rollout_round(self.spare_prompts(step, r, quota), step, r,
+                                                  group_base=len(idx) * r + lo)
+            kept.traces += _mixed_groups(more).traces
+            _add_info(info, more_info)
+            info["rounds"] += 1
+            info["prompts_generated"] += quota
+        groups = sorted({t.group for t in kept.traces})[:quota]      # at most the step's share, first drawn first
+        keep = set(groups)
+        kept.traces = [t for t in kept.traces if t.group in keep]
+        return (kept if kept.traces else batch), info
+
+    def spare_prompts(self, step: int, round_: int, n: int) -> list[int]:
+        """n extra prompt indices for dynamic sampling's round `round_` of step (seeded by step and round, so a
+        resumed run draws the same ones)."""
+        g = torch.Generator().manual_seed(_derive_seed(self.cfg.seed, "spare", step, round_, self.dist.rank))
+        return torch.randint(len(self.train_data), (n,), generator=g).tolist()
+
+    def _rollout_round(self, prompt_idx: list[int], step: int, round_: int, *, group_base: int):
+        """Generate G traces (with the meta-prover's forks) for each prompt of prompt_idx -> (RolloutBatch, info)."""
+        cfg, r = self.cfg, self.cfg.rollout
+        examples = [self.train_data[i] for i in prompt_idx]
+        base_seed = _derive_seed(cfg.seed, "rollout", step, round_)
         params = [SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_tokens=r.max_new_tokens,
-                                 n=r.group_size, seed=base_seed + lo + j) for j in range(len(examples))]
+                                 n=r.group_size, seed=base_seed + group_base + j) for j in range(len(examples))]
         mp = self._meta_prover(r.max_new_tokens, prompt_branches=True, seed=base_seed + 7)
         before = dict(self.engine.stats)
         t0 = time.perf_counter()
         outs = self._generate([e.prompt_ids for e in examples], params, mp) if examples else []
         t1 = time.perf_counter()
-        batch = build_batch(outs, [e.answer for e in examples], [lo + j for j in range(len(examples))],
+        batch = build_batch(outs, [e.answer for e in examples], [group_base + j for j in range(len(examples))],
                             (mp.boundaries if mp is not None else lambda i, j: []), self.reward_fn,
                             termination_text=cfg.meta_prover.termination_text, format_reward_fn=format_reward,
                             format_weight=cfg.format_reward)
         t2 = time.perf_counter()
         st = {k: self.engine.stats[k] - before.get(k, 0) for k in self.engine.stats}
-        info = {"time/rollout": t1 - t0, "time/reward": t2 - t1, "engine": st}
-        return batch, info
+        return batch, {"time/rollout": t1 - t0, "time/reward": t2 - t1, "engine": st}
 
     # ---- advantages ---------------------------------------------------------------------------------------------
     def advantages(self, batch):
@@ -185,17 +216,22 @@ class Trainer:
         micro = micro_batches(batch, adv.advantages, cfg.optim.micro_batch_tokens, device=self.dist.device)
         n_tok, n_seq = self.dist.all_reduce_sum([batch.num_completion_tokens, len(batch)])
         stats = {}
+        # rl.recompute_old_logp: old log-probs from the training forward (mrt.update); kl_old = engine - training.
+        kl_old = recompute_old_logp(self.train_model, self.model, micro, temperature=cfg.rollout.temperature or 1.0) \
+            if cfg.rl.recompute_old_logp else None
         for _ in range(cfg.rl.epochs_per_batch):
-            stats = run_update(self.train_model, self.model.lm_head_weight, self.optimizer, micro, cfg.rl,
+            stats = run_update(self.train_model, self.model, self.optimizer, micro, cfg.rl,
                                temperature=cfg.rollout.temperature or 1.0,
                                grad_clip=cfg.optim.grad_clip, num_tokens=int(n_tok), num_seqs=int(n_seq),
-                               world_size=self.dist.world_size, autocast_dtype=self.autocast,
+                               world_size=self.dist.world_size,
                                ref_logp_fn=self._ref_logp if self.ref_model is not None else None)
             ok = self.dist.all_reduce_sum([0.0 if stats.pop("_finite") else 1.0])[0] == 0
             if not ok:
                 break
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if kl_old is not None:    # the same measure as without the recompute: engine vs training log-probs
+            stats["approx_kl_old"] = kl_old[0] / max(kl_old[1], 1)
         with warnings.catch_warnings():   # a skipped step still advances the schedule (it is indexed by step)
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
@@ -216,54 +252,69 @@ class Trainer:
                                          temperature=self.cfg.rollout.temperature or 1.0)
 
     def _step_metrics(self, batch, adv, stats, info, t_upd, t_end, t0) -> dict:
-        """Rank-local sums -> global means (one all-reduce)."""
-        traces = batch.traces
-        max_ep = max(self.cfg.episodes.max_episodes or 8, 1)
-        prg = adv.progress.tolist()
+        """Rank-local sums, reduced by name (one all-reduce) -> global means."""
+        traces, eng, n_tok = batch.traces, info["engine"], batch.num_completion_tokens
         reg = adv.regret.tolist()
-        ep_sum, ep_cnt = [0.0] * max_ep, [0.0] * max_ep
-        k = 0
-        for t in traces:
-            for j in range(len(t.boundaries)):
-                if j < max_ep:
-                    ep_sum[j] += prg[k]
-                    ep_cnt[j] += 1
-                k += 1
-        eng = info["engine"]
-        n_tok = batch.num_completion_tokens
-        local = [len(traces), sum(t.reward for t in traces), sum(t.correct for t in traces),
-                 sum(reg[b] + 1.0 - t.correct for b, t in enumerate(traces)), n_tok,
-                 sum(len(t.boundaries) for t in traces), sum(t.J_prompt for t in traces),
-                 stats.get("entropy", 0.0) * n_tok, stats.get("clip_fraction", 0.0) * n_tok,
-                 stats.get("kl", 0.0) * n_tok, stats.get("approx_kl_old", 0.0) * n_tok,
-                 eng.get("prompt_tokens_cached", 0), eng.get("prompt_tokens_computed", 0),
-                 eng.get("generated_tokens", 0) + eng.get("branch_generated_tokens", 0),
-                 eng.get("branch_prompt_tokens_computed", 0), eng.get("preemptions", 0),
-                 sum(1 for t in traces if t.finish_reason == "length"), stats.get("loss", float("nan"))] \
-            + ep_sum + ep_cnt
-        g = self.dist.all_reduce_sum(local)
-        B, T = max(g[0], 1), max(g[4], 1)
-        rl_time = info["time/rollout"]
-        rec = {
-            "kind": "train",
-            "reward": g[1] / B, "accuracy": g[2] / B, "regret": g[3] / B, "length": g[4] / B,
-            "episodes": g[5] / B, "J_prompt": g[6] / B,
-            "entropy": g[7] / T, "clip_fraction": g[8] / T, "kl": g[9] / T, "approx_kl_old": g[10] / T,
-            "prefix_cache_hit_rate": g[11] / max(g[11] + g[12], 1),
-            "generated_tokens": g[13], "branch_prompt_tokens_computed": g[14], "preemptions": g[15],
-            "truncated": g[16] / B,
-            "loss": g[17], "grad_norm": stats.get("grad_norm", float("nan")),
-            "ratio_max": stats.get("ratio_max", float("nan")),
-            "lr": self.scheduler.get_last_lr()[0],
-            "time/rollout": rl_time, "time/reward": info["time/reward"], "time/update": t_end - t_upd,
-            "time/step": t_end - t0,
-            "tokens_per_s": g[13] / max(rl_time, 1e-9),
-            "update_tokens_per_s": g[4] / max(t_end - t_upd, 1e-9),
+        zero_var, n_groups = info["zero_variance_groups"]
+        local = {
+            "traces": len(traces), "reward": sum(t.reward for t in traces),
+            "accuracy": sum(t.correct for t in traces),
+            "regret": sum(reg[b] + 1.0 - t.correct for b, t in enumerate(traces)),
+            "regret_normalized": sum(self._normalised_regret(t) for t in traces),
+            "tokens": n_tok, "episodes": sum(len(t.boundaries) for t in traces),
+            "J_prompt": sum(t.J_prompt for t in traces),
+            "truncated": sum(1 for t in traces if t.finish_reason == "length"),
+            "zero_variance_groups": zero_var, "groups": n_groups,
+            "prompts_generated": info["prompts_generated"], "rounds": info["rounds"],
+            "entropy": stats.get("entropy", 0.0) * n_tok, "clip_fraction": stats.get("clip_fraction", 0.0) * n_tok,
+            "kl": stats.get("kl", 0.0) * n_tok, "approx_kl_old": stats.get("approx_kl_old", 0.0) * n_tok,
+            "loss": stats.get("loss", float("nan")),
+            "prompt_tokens_cached": eng.get("prompt_tokens_cached", 0),
+            "prompt_tokens_computed": eng.get("prompt_tokens_computed", 0),
+            "generated_tokens": eng.get("generated_tokens", 0) + eng.get("branch_generated_tokens", 0),
+            "branch_prompt_tokens_computed": eng.get("branch_prompt_tokens_computed", 0),
+            "preemptions": eng.get("preemptions", 0),
         }
-        for j in range(max_ep):
-            if g[len(local) - 2 * max_ep + max_ep + j] > 0:
-                rec[f"progress/episode_{j}"] = g[len(local) - 2 * max_ep + j] / g[len(local) - max_ep + j]
+        # Episode indices past max_episodes cannot occur (later boundaries merge); without a cap, the first 8 are logged.
+        local.update(_progress_by_episode(traces, adv.progress.tolist(), self.cfg.episodes.max_episodes or 8))
+        g = dict(zip(local, self.dist.all_reduce_sum(list(local.values()))))
+        B, T, rl_time = max(g["traces"], 1), max(g["tokens"], 1), info["time/rollout"]
+        rec = {"kind": "train"}
+        rec.update({k: g[k] / B for k in ("reward", "accuracy", "regret", "regret_normalized", "episodes",
+                                          "J_prompt", "truncated")})
+        rec["length"] = g["tokens"] / B
+        rec.update({k: g[k] / T for k in ("entropy", "clip_fraction", "kl", "approx_kl_old")})
+        rec.update({
+            "zero_variance_groups": g["zero_variance_groups"] / max(g["groups"], 1),
+            "prompts_generated": g["prompts_generated"], "sampling_rounds": g["rounds"] / self.dist.world_size,
+            "prefix_cache_hit_rate": g["prompt_tokens_cached"] / max(g["prompt_tokens_cached"]
+                                                                      + g["prompt_tokens_computed"], 1),
+            "generated_tokens": g["generated_tokens"], "branch_prompt_tokens_computed":
+                g["branch_prompt_tokens_computed"], "preemptions": g["preemptions"],
+            "loss": g["loss"], "grad_norm": stats.get("grad_norm", float("nan")),
+            "ratio_max": stats.get("ratio_max", float("nan")), "lr": self.scheduler.get_last_lr()[0],
+            "time/rollout": rl_time, "time/reward": info["time/reward"], "time/update": t_end - t_upd,
+            "time/step": t_end - t0, "tokens_per_s": g["generated_tokens"] / max(rl_time, 1e-9),
+            "update_tokens_per_s": g["tokens"] / max(t_end - t_upd, 1e-9),
+        })
+        for key in [k for k in g if k.startswith("progress_sum/")]:
+            j = key.split("/")[1]
+            if g[f"progress_count/{j}"] > 0:
+                rec[f"progress/episode_{j}"] = g[key] / g[f"progress_count/{j}"]
         return rec
+
+    def _normalised_regret(self, trace) -> float:
+        """MRT.md's normalised regret of one trace at the run's budget C0 = prompt + max_new_tokens + answer tokens.
+
+        The J-vs-tokens curve: J at each boundary b (x = prompt + b + the meta-prover's termination text and answer
+        budget), then the trace's own outcome at its end. Unlike the cumulative regret (a sum over episodes, which
+        a trace lowers by having fewer of them) it is an area per token, fair across lengths."""
+        from .eval.metrics import normalised_regret
+        extra = len(self.termination_ids) + self.cfg.meta_prover.answer_max_tokens
+        P, L = len(trace.prompt_ids), len(trace.completion_ids)
+        xs = [P + b + extra for b in trace.boundaries] + [P + L + extra]
+        js = list(trace.J) + [trace.correct]
+        return normalised_regret(xs, js, P + self.cfg.rollout.max_new_tokens + extra)
 
     # ---- evaluation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -273,20 +324,22 @@ class Trainer:
         lo, hi = self.dist.shard(len(self.eval_data))
         ex = self.eval_data[lo:hi]
         L = e.max_new_tokens or cfg.rollout.max_new_tokens
+        seed = _derive_seed(cfg.seed, "eval")
         params = [SamplingParams(temperature=e.temperature, top_p=cfg.rollout.top_p, max_tokens=L, n=e.samples,
-                                 seed=cfg.seed * 31 + lo + j) for j in range(len(ex))]
-        mp = self._meta_prover(L, prompt_branches=False, seed=cfg.seed * 17 + lo)
+                                 seed=seed + lo + j) for j in range(len(ex))]
+        mp = self._meta_prover(L, prompt_branches=False, seed=_derive_seed(cfg.seed, "eval-meta-prover", lo))
         outs = self._generate([x.prompt_ids for x in ex], params, mp) if ex else []
         batch = build_batch(outs, [x.answer for x in ex], list(range(len(ex))),
                             (mp.boundaries if mp is not None else lambda i, j: []), self.reward_fn,
                             termination_text=cfg.meta_prover.termination_text)
-        local = [len(batch), sum(t.correct for t in batch.traces),
-                 sum(sum(1.0 - j for j in t.J) + 1.0 - t.correct for t in batch.traces),
-                 batch.num_completion_tokens, sum(len(t.boundaries) for t in batch.traces)]
-        g = self.dist.all_reduce_sum(local)
-        n = max(g[0], 1)
-        return {"kind": "eval", "step": self.step, "eval/accuracy": g[1] / n, "eval/regret": g[2] / n,
-                "eval/length": g[3] / n, "eval/episodes": g[4] / n}
+        tr = batch.traces
+        local = {"n": len(batch), "accuracy": sum(t.correct for t in tr),
+                 "regret": sum(sum(1.0 - j for j in t.J) + 1.0 - t.correct for t in tr),
+                 "regret_normalized": sum(self._normalised_regret(t) for t in tr),
+                 "length": batch.num_completion_tokens, "episodes": sum(len(t.boundaries) for t in tr)}
+        g = dict(zip(local, self.dist.all_reduce_sum(list(local.values()))))
+        n = max(g.pop("n"), 1)
+        return {"kind": "eval", "step": self.step, **{f"eval/{k}": v / n for k, v in g.items()}}
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
     def save(self) -> str | None:
@@ -374,6 +427,57 @@ class Trainer:
             log.info("plots: " + ", ".join(plots))
         result.update(interrupted=interrupted, step=self.step, records=log.records)
         return result
+
+
+def _progress_by_episode(traces, progress: list[float], max_episodes: int) -> dict:
+    """{"progress_sum/j": ..., "progress_count/j": ...} for episode indices j < max_episodes (progress is in the
+    batch's episode order). Every rank makes the same keys, in the same order, so they can be reduced by name."""
+    out = {f"progress_{kind}/{j}": 0.0 for kind in ("sum", "count") for j in range(max_episodes)}
+    k = 0
+    for t in traces:
+        for j in range(len(t.boundaries)):
+            if j < max_episodes:
+                out[f"progress_sum/{j}"] += progress[k]
+                out[f"progress_count/{j}"] += 1
+            k += 1
+    return out
+
+
+def _num_groups(batch) -> int:
+    return len({t.group for t in batch.traces})
+
+
+def _zero_variance_groups(batch) -> int:
+    """Groups whose rewards are all equal (all right or all wrong): their GRPO advantages are all zero."""
+    rewards: dict[int, set] = {}
+    for t in batch.traces:
+        rewards.setdefault(t.group, set()).add(t.reward)
+    return sum(1 for v in rewards.values() if len(v) == 1)
+
+
+def _mixed_groups(batch):
+    """A RolloutBatch of the traces of batch's groups with mixed rewards."""
+    from .rollout_batch import RolloutBatch
+    rewards: dict[int, set] = {}
+    for t in batch.traces:
+        rewards.setdefault(t.group, set()).add(t.reward)
+    return RolloutBatch([t for t in batch.traces if len(rewards[t.group]) > 1])
+
+
+def _add_info(info: dict, more: dict) -> None:
+    """Accumulate a later round's timings and engine counters into info."""
+    for k in ("time/rollout", "time/reward"):
+        info[k] += more[k]
+    for k, v in more["engine"].items():
+        info["engine"][k] = info["engine"].get(k, 0) + v
+
+
+def _derive_seed(seed: int, purpose: str, *parts: int) -> int:
+    """A 31-bit seed from the run's seed, a purpose and integers (a hash: streams of different purposes, steps or
+    rounds do not overlap the way `seed * a + step * b` arithmetic can)."""
+    import hashlib
+    key = ":".join([str(seed), purpose, *map(str, parts)]).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def _seed_all(seed: int) -> None:

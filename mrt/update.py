@@ -8,6 +8,14 @@ Per micro-batch (traces packed without padding, at most `micro_batch_tokens` tok
 then clip the gradient norm and take one optimizer step. With several ranks the counts are the global ones and the
 loss is multiplied by the world size, so DDP's gradient mean is the gradient of the global batch loss.
 A non-finite loss or gradient norm skips the optimizer step (gradients dropped); the caller counts them.
+
+Precision: the training forward runs in the model's own dtype, as the rollout engine does (no autocast), so the old
+(engine) and new (training) log-probs differ only by the two paths' kernels. `rl.recompute_old_logp` removes even
+that: `recompute_old_logp` takes the old log-probs from the training forward itself (no grad, before the update, as
+verl does). Either way `approx_kl_old` is the mean of (engine log-prob - training log-prob before the update) over
+the completion tokens: the mismatch of the two paths.
+The lm-head weight is read from the model after each forward: under FSDP2 it is a sharded DTensor outside the forward
+and the gathered (plain) tensor only after the root module's forward has unsharded it.
 """
 from __future__ import annotations
 
@@ -52,12 +60,38 @@ def make_scheduler(optimizer, cfg, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
 
 
-def run_update(train_model, lm_head_weight, optimizer, micro, rl, *, temperature: float, grad_clip: float | None,
-               num_tokens: int, num_seqs: int, world_size: int = 1, autocast_dtype=None, ref_logp_fn=None) -> dict:
-    """One optimizer step over the micro-batches `micro` (PackedUpdate list of this rank). Returns stats (means
-    over this rank's completion tokens; `loss` is this rank's share, summed over ranks it is the batch loss) and `_finite` (1.0 when the step was skipped for a non-finite value)."""
+def _logprobs(train_model, policy, mb, temperature: float, *, entropy: bool):
+    """Training forward of one micro-batch -> per-token log-probs (N,) [, entropy (N,)], fused (no (N, V) logits)."""
+    device = mb.input_ids.device
+    hidden = train_model(mb.input_ids, mb.positions, packed_metadata(mb.seq_lens, device))   # (N, d)
+    w = policy.lm_head_weight          # after the forward: gathered under FSDP2 (module docstring)
+    w = w if hidden.dtype == w.dtype else w.to(hidden.dtype)
+    return fused_linear_logprobs(hidden, w, mb.targets, temperature=temperature, return_entropy=entropy)
+
+
+@torch.no_grad()
+def recompute_old_logp(train_model, policy, micro, *, temperature: float) -> tuple[float, int]:
+    """Replace each micro-batch's old_logp (the engine's) by the training forward's, in place, before the update.
+
+    Returns (sum over completion tokens of engine - recomputed log-prob, number of those tokens): this rank's share
+    of approx_kl_old.
+    """
+    diff, n = 0.0, 0
+    for mb in micro:
+        logp = _logprobs(train_model, policy, mb, temperature, entropy=False).float()
+        diff += float((mb.old_logp - logp)[mb.mask].sum())
+        n += int(mb.mask.sum())
+        mb.old_logp = torch.where(mb.mask, logp, torch.zeros_like(logp))
+    return diff, n
+
+
+def run_update(train_model, policy, optimizer, micro, rl, *, temperature: float, grad_clip: float | None,
+               num_tokens: int, num_seqs: int, world_size: int = 1, ref_logp_fn=None) -> dict:
+    """One optimizer step over the micro-batches `micro` (PackedUpdate list of this rank). `train_model` takes the
+    forward (the model, DDP or FSDP2); `policy` is the unwrapped model, whose lm_head_weight is read after it.
+    Returns stats (means over this rank's completion tokens; `loss` is this rank's share, summed over ranks it is
+    the batch loss) and `_finite` (False when the step must be skipped for a non-finite value)."""
     optimizer.zero_grad(set_to_none=True)
-    device = lm_head_weight.device
     sums = {"loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0, "clip_high_fraction": 0.0, "clip_low_fraction": 0.0,
             "kl": 0.0, "approx_kl_old": 0.0, "ratio_mean": 0.0}
     ratio_max, tok, finite = 0.0, 0, True
@@ -65,14 +99,8 @@ def run_update(train_model, lm_head_weight, optimizer, micro, rl, *, temperature
         # DDP: all-reduce the gradients only on the last micro-batch.
         sync = contextlib.nullcontext() if i == len(micro) - 1 or not hasattr(train_model, "no_sync") \
             else train_model.no_sync()
-        amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None \
-            else contextlib.nullcontext()
         with sync:
-            with amp:
-                hidden = train_model(mb.input_ids, mb.positions, packed_metadata(mb.seq_lens, device))   # (N, d)
-            w = lm_head_weight if hidden.dtype == lm_head_weight.dtype else lm_head_weight.to(hidden.dtype)
-            logp, entropy = fused_linear_logprobs(hidden, w, mb.targets, temperature=temperature,
-                                                  return_entropy=True)
+            logp, entropy = _logprobs(train_model, policy, mb, temperature, entropy=True)
             ref = ref_logp_fn(mb) if ref_logp_fn is not None else None
             loss, st = policy_loss(logp, mb.old_logp, mb.advantages, mb.mask, mb.seq_ids, clip_low=rl.clip_low,
                                    clip_high=rl.clip_high, kl_coef=rl.kl_coef, ref_logp=ref,

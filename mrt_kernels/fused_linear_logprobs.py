@@ -17,6 +17,9 @@ Backends: "cpp" (csrc/fused_linear_logprobs.cpp, torch.ops.mrt_kernels.fused_lin
 """
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -163,6 +166,30 @@ class _FusedLinearLogprobs(torch.autograd.Function):
         return grad_h, grad_w, None, None, None, None, None, None, None
 
 
+# ---- the reference as a fallback on a GPU -------------------------------------------------------------------------
+
+_WARNED_FALLBACK: set[str] = set()
+
+
+def _warn_reference_fallback(device: torch.device, n: int, v: int) -> bool:
+    """Warn once per device type that an automatic choice fell back to the reference on a GPU: it holds the (N, V)
+    fp32 logits and their log-softmax (2 x N x V x 4 bytes; 32k tokens x 151,936 = 39 GB), an out-of-memory error far
+    from its cause. Returns whether it warned (tests)."""
+    if device.type == "cpu" or device.type in _WARNED_FALLBACK:
+        return False
+    _WARNED_FALLBACK.add(device.type)
+    gib = 2 * n * v * 4 / 2 ** 30
+    warnings.warn(
+        f"fused_linear_logprobs: no Triton or CUDA kernel can run on {device.type} here, so the op falls back to the "
+        f"plain-PyTorch reference, which MATERIALISES the ({n}, {v}) logits: {gib:.1f} GiB for this call alone, and "
+        "long traces over a large vocabulary run out of memory. Fix: install the Triton that matches your torch "
+        "(`pip install triton`), or build the CUDA extension (`TORCH_SPEC=torch bash scripts/bootstrap.sh` with nvcc "
+        "on the PATH); `python -c \"import mrt_kernels; print(mrt_kernels.extension_error())\"` says why it is "
+        "missing. Set MRT_KERNELS_BACKEND=reference to choose the reference on purpose and silence this warning.",
+        RuntimeWarning, stacklevel=3)
+    return True
+
+
 # ---- public function ---------------------------------------------------------------------------------------------
 
 def fused_linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
@@ -180,6 +207,8 @@ def fused_linear_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: t
     name = "fused_linear_logprobs"
     chosen = select_backend(name, hidden.device, backend, cpp_op="fused_linear_logprobs_fwd", triton_ok=True)
     if chosen == "reference":
+        if backend is None and not os.environ.get("MRT_KERNELS_BACKEND"):
+            _warn_reference_fallback(hidden.device, hidden.shape[0], weight.shape[0])
         out = fused_linear_logprobs_ref(hidden, weight, targets, temperature=temperature, ignore_index=ignore_index,
                                         return_entropy=return_entropy)
         return out

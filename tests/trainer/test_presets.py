@@ -22,6 +22,7 @@ def test_paper_preset_follows_mrt_md(name):
     cfg = _preset(name)
     assert cfg.rollout.max_new_tokens == 24576 and cfg.eval.max_new_tokens == 16384
     assert cfg.meta_prover.termination_text == TERMINATION_TEXTS["r1"]
+    assert cfg.rl.recompute_old_logp is True and cfg.model.dtype == "bfloat16"
     if cfg.rl.algo == "mrt":
         assert cfg.meta_prover.prompt_branches is True
 
