@@ -166,6 +166,8 @@ class RLConfig:
     constant_normalizer: float | None = None   # required by aggregation 'constant' (e.g. max_new_tokens)
     epochs_per_batch: int = 1
     recompute_old_logp: bool = False      # old log-probs from the training forward (no grad) instead of the engine
+    dynamic_sampling: bool = False        # DAPO: keep only groups with mixed rewards, drawing more prompts for them
+    dynamic_sampling_max_rounds: int = 3  # cap on generation per step: at most this many rounds of B prompts
 
     def __post_init__(self):
         _choice(self.algo, "rl.algo", ("grpo", "mrt"))
@@ -179,6 +181,8 @@ class RLConfig:
         _need(self.aggregation != "constant" or (self.constant_normalizer or 0) > 0, "rl.constant_normalizer",
               "must be > 0 when rl.aggregation is 'constant'")
         _need(self.epochs_per_batch >= 1, "rl.epochs_per_batch", f"must be >= 1, got {self.epochs_per_batch}")
+        _need(self.dynamic_sampling_max_rounds >= 1, "rl.dynamic_sampling_max_rounds",
+              f"must be >= 1, got {self.dynamic_sampling_max_rounds}")
 
 
 @dataclass
