@@ -30,7 +30,8 @@ from mrt_kernels import progress_advantages
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, load_config
 from .data import load_prompts, write_skip_report
-from .distributed import Distributed, init_distributed, sync_generation_model, unwrap, wrap_model
+from .distributed import (Distributed, gathered_optimizer_state, init_distributed, load_fsdp_checkpoint,
+                          sync_generation_model, unwrap, wrap_model)
 from .hub import load_checked_tokenizer, load_model, resolve_model_path
 from .episodes import make_segmenter
 from .meta_prover import MetaProver
@@ -346,12 +347,12 @@ class Trainer:
         extra = {"bad_steps": self.bad_steps}
         if self.dist.strategy == "fsdp":
             sync_generation_model(self.train_model, self.gen_model)
+        optim_state = gathered_optimizer_state(self.train_model, self.optimizer, self.dist)   # FSDP2: collective
         path = None
         if self.dist.is_main:
             path = ckpt.save_checkpoint(self.cfg.checkpoint_dir, self.step, self.gen_model, tokenizer=self.tokenizer,
-                                        optimizer=self.optimizer if self.dist.strategy != "fsdp" else None,
-                                        scheduler=self.scheduler, config=self.cfg, extra=extra,
-                                        keep_last=self.cfg.checkpoint.keep_last)
+                                        optimizer_state=optim_state, scheduler=self.scheduler, config=self.cfg,
+                                        extra=extra, keep_last=self.cfg.checkpoint.keep_last)
         self.dist.barrier()
         return path
 
@@ -360,11 +361,12 @@ class Trainer:
         path = ckpt.latest_checkpoint(self.cfg.checkpoint_dir)
         if path is None:
             return False
-        state = ckpt.load_checkpoint(path, unwrap(self.model) if self.dist.strategy != "fsdp" else None,
-                                     optimizer=self.optimizer if self.dist.strategy != "fsdp" else None,
+        fsdp = self.dist.strategy == "fsdp"
+        state = ckpt.load_checkpoint(path, None if fsdp else unwrap(self.model),
+                                     optimizer=None if fsdp else self.optimizer,
                                      scheduler=self.scheduler, restore_rng=False)
-        if self.dist.strategy == "fsdp":
-            raise ConfigError("checkpoint.resume: resuming an FSDP run is not supported yet")
+        if fsdp:      # full weights and optimizer state, sharded again (mrt.distributed)
+            load_fsdp_checkpoint(self.train_model, self.gen_model, self.optimizer, path, state["optimizer"])
         self.step = int(state["step"])
         self.bad_steps = int(state["extra"].get("bad_steps", 0))
         _seed_all(self.cfg.seed + self.dist.rank + self.step)

@@ -1,0 +1,71 @@
+"""Weak-signal tools of the trainer: the zero-variance group fraction, DAPO's dynamic sampling, normalised regret."""
+from __future__ import annotations
+
+import pytest
+
+from mrt.eval.metrics import normalised_regret
+from mrt.rollout_batch import RolloutBatch, Trace
+from mrt.trainer import Trainer, _derive_seed, _mixed_groups, _zero_variance_groups
+
+from .trainer_helpers import tiny_config
+
+
+def _trace(group: int, reward: float, boundaries=(), J=(), n=10) -> Trace:
+    return Trace([1, 2, 3], list(range(n)), [0.0] * n, reward, reward, group, list(boundaries), list(J), 0.0, "stop")
+
+
+def test_zero_variance_and_mixed_groups():
+    batch = RolloutBatch([_trace(0, 1.0), _trace(0, 1.0), _trace(1, 0.0), _trace(1, 1.0), _trace(2, 0.0),
+                          _trace(2, 0.0), _trace(3, 0.5)])
+    assert _zero_variance_groups(batch) == 3           # groups 0 (all right), 2 (all wrong), 3 (one trace)
+    assert [t.group for t in _mixed_groups(batch).traces] == [1, 1]
+
+
+def test_derive_seed_separates_purposes_and_parts():
+    seeds = {_derive_seed(0, p, s, r) for p in ("rollout", "spare") for s in range(50) for r in range(3)}
+    assert len(seeds) == 300
+    assert _derive_seed(3, "rollout", 1) == _derive_seed(3, "rollout", 1)
+    assert all(0 <= s < 2 ** 31 for s in seeds)
+
+
+def test_dynamic_sampling_keeps_only_mixed_groups(tmp_path):
+    cfg = tiny_config(tmp_path, "--rl.dynamic_sampling", "true", "--rl.dynamic_sampling_max_rounds", "4",
+                      "--optim.prompts_per_step", "4", "--rollout.group_size", "4")
+    tr = Trainer(cfg)
+    plain = Trainer(tiny_config(tmp_path / "plain", "--optim.prompts_per_step", "4", "--rollout.group_size", "4"))
+    first, _ = plain.rollout(0)
+    batch, info = tr.rollout(0)
+    assert 1 <= info["rounds"] <= 4 and info["prompts_generated"] == 4 * info["rounds"]
+    mixed = _mixed_groups(batch)
+    if mixed.traces:                      # some group was mixed: the batch holds mixed groups only, at most B
+        assert len(mixed.traces) == len(batch.traces)
+        assert len({t.group for t in batch.traces}) <= 4
+    else:                                 # none in every round: the first round's batch stands
+        assert info["rounds"] == 4 and len(batch.traces) == len(first.traces)
+    if _zero_variance_groups(first) == 0:
+        assert info["rounds"] == 1        # nothing to replace: no extra generation
+    rec = tr.train_step()
+    assert 0.0 <= rec["zero_variance_groups"] <= 1.0
+    assert rec["prompts_generated"] == 4 * rec["sampling_rounds"]
+
+
+def test_spare_prompts_are_seeded_by_step_and_round(tmp_path):
+    tr = Trainer(tiny_config(tmp_path))
+    a, b = tr.spare_prompts(3, 1, 16), tr.spare_prompts(3, 1, 16)
+    assert a == b and a != tr.spare_prompts(3, 2, 16) and a != tr.spare_prompts(4, 1, 16)
+    assert all(0 <= i < len(tr.train_data) for i in a)
+
+
+def test_normalised_regret_of_a_trace(tmp_path):
+    tr = Trainer(tiny_config(tmp_path))
+    extra = len(tr.termination_ids) + tr.cfg.meta_prover.answer_max_tokens
+    L = tr.cfg.rollout.max_new_tokens
+    t = _trace(0, 1.0, boundaries=[4], J=[0.0], n=8)
+    want = normalised_regret([3 + 4 + extra, 3 + 8 + extra], [0.0, 1.0], 3 + L + extra)
+    assert tr._normalised_regret(t) == pytest.approx(want)
+    # Right from the first boundary on: regret is the share of the budget before it (and the linear ramp to it).
+    right = _trace(0, 1.0, boundaries=[1], J=[1.0], n=8)
+    assert tr._normalised_regret(right) < tr._normalised_regret(t)
+    # A wrong trace never succeeds: regret 1, whatever its length.
+    assert tr._normalised_regret(_trace(0, 0.0, n=5)) == pytest.approx(1.0)
+    assert tr._normalised_regret(_trace(0, 0.0, n=50)) == pytest.approx(1.0)
