@@ -59,8 +59,10 @@ def _save_model(model, path: str) -> None:
 
 
 def save_checkpoint(root: str, step: int, model, *, tokenizer=None, optimizer=None, scheduler=None, config=None,
-                    extra: dict | None = None, keep_last: int | None = None) -> str:
-    """Write the checkpoint of `step` under root atomically; prune to the last keep_last; returns its folder."""
+                    extra: dict | None = None, keep_last: int | None = None, optimizer_state: dict | None = None) -> str:
+    """Write the checkpoint of `step` under root atomically; prune to the last keep_last; returns its folder.
+
+    optimizer_state: an optimizer state dict gathered by the caller (FSDP2), saved when `optimizer` is None."""
     os.makedirs(root, exist_ok=True)
     for name in os.listdir(root):          # leftovers of a killed save
         if name.startswith(".tmp-"):
@@ -76,7 +78,7 @@ def save_checkpoint(root: str, step: int, model, *, tokenizer=None, optimizer=No
             f.write(config.to_yaml() if hasattr(config, "to_yaml") else str(config))
     state = {
         "step": step,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": optimizer.state_dict() if optimizer is not None else optimizer_state,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": rng_state(),
         "extra": extra or {},

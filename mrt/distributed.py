@@ -6,7 +6,11 @@
 - Generation: every rank generates its own share of the step's prompts with its own engine.
 - Update: DDP (gradients all-reduced in backward) or FSDP2 (`fully_shard` per decoder layer and the root). With FSDP2
   the ranks' generation loops run different numbers of steps, so the model cannot all-gather inside them: the
-  parameters are gathered once per step into an unsharded generation copy (`Distributed.sync_generation_model`).
+  parameters are gathered once per step into an unsharded generation copy (`sync_generation_model`).
+- FSDP2 checkpoints: the model goes out in Hugging Face layout from the gathered generation copy (rank 0 writes it),
+  the optimizer as its gathered full state dict keyed by parameter names (`gathered_optimizer_state`, every rank
+  takes part); resuming reads both on every rank and shards them again (`load_fsdp_checkpoint`), through
+  torch.distributed.checkpoint's state-dict API, so a run resumes on any number of ranks.
 """
 from __future__ import annotations
 
@@ -143,6 +147,37 @@ def sync_generation_model(train_model: torch.nn.Module, gen_model: torch.nn.Modu
     full = full_state_dict(train_model)
     for name, t in gen_model.state_dict().items():
         t.copy_(full[name])
+
+
+def gathered_optimizer_state(train_model, optimizer, dist_env: Distributed) -> dict | None:
+    """The optimizer state to checkpoint, on rank 0 (None elsewhere). FSDP2: a collective (every rank must call it)
+    that gathers the sharded moments into full tensors on the CPU, keyed by parameter name; otherwise the
+    optimizer's own state dict (every rank holds all of it)."""
+    if dist_env.strategy != "fsdp":
+        return optimizer.state_dict() if dist_env.is_main else None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    state = get_optimizer_state_dict(train_model, optimizer,
+                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return state if dist_env.is_main else None
+
+
+def load_fsdp_checkpoint(train_model, gen_model, optimizer, path: str, optimizer_state: dict | None) -> None:
+    """Resume an FSDP2 run: the full weights of the checkpoint folder and the full optimizer state (both read on
+    every rank) are sharded into the training model and its optimizer; the generation copy takes the full weights."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict)
+
+    from .models.hf_checkpoint import load_state_dict
+    expected = {n: t.shape for n, t in gen_model.state_dict().items()}
+    full = load_state_dict(path, expected, dtype=gen_model.dtype, device=gen_model.device,
+                           tied=gen_model.config.tie_word_embeddings)
+    with torch.no_grad():      # first: set_model_state_dict turns the dict's tensors into shards in place
+        for name, t in gen_model.state_dict().items():
+            t.copy_(full[name])
+    opts = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(train_model, full, options=opts)
+    if optimizer_state is not None:
+        set_optimizer_state_dict(train_model, optimizer, optimizer_state, options=opts)
 
 
 def cleanup() -> None:

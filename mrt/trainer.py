@@ -154,6 +154,9 @@ class Trainer:
         quota = hi - lo
         batch, info = self._rollout_round(idx[lo:hi], step, 0, group_base=lo)
         info["zero_variance_groups"] = (_zero_variance_groups(batch), _num_groups(batch))
+        # The step's prompts as drawn, before any filtering: the policy's reward curve (dynamic sampling's kept
+        # groups are biased towards 0.5 and are logged apart, as reward_kept).
+        info["drawn"] = (len(batch), sum(t.reward for t in batch.traces), sum(t.correct for t in batch.traces))
         info["rounds"], info["prompts_generated"] = 1, quota
         if not self.cfg.rl.dynamic_sampling or quota == 0:
             return batch, info
@@ -258,8 +261,8 @@ class Trainer:
         reg = adv.regret.tolist()
         zero_var, n_groups = info["zero_variance_groups"]
         local = {
-            "traces": len(traces), "reward": sum(t.reward for t in traces),
-            "accuracy": sum(t.correct for t in traces),
+            "traces": len(traces), "reward_kept": sum(t.reward for t in traces),
+            "drawn": info["drawn"][0], "reward": info["drawn"][1], "accuracy": info["drawn"][2],
             "regret": sum(reg[b] + 1.0 - t.correct for b, t in enumerate(traces)),
             "regret_normalized": sum(self._normalised_regret(t) for t in traces),
             "tokens": n_tok, "episodes": sum(len(t.boundaries) for t in traces),
@@ -281,8 +284,9 @@ class Trainer:
         g = dict(zip(local, self.dist.all_reduce_sum(list(local.values()))))
         B, T, rl_time = max(g["traces"], 1), max(g["tokens"], 1), info["time/rollout"]
         rec = {"kind": "train"}
-        rec.update({k: g[k] / B for k in ("reward", "accuracy", "regret", "regret_normalized", "episodes",
-                                          "J_prompt", "truncated")})
+        rec.update({k: g[k] / B for k in ("reward_kept", "regret", "regret_normalized", "episodes", "J_prompt",
+                                          "truncated")})
+        rec.update({k: g[k] / max(g["drawn"], 1) for k in ("reward", "accuracy")})
         rec["length"] = g["tokens"] / B
         rec.update({k: g[k] / T for k in ("entropy", "clip_fraction", "kl", "approx_kl_old")})
         rec.update({
