@@ -20,7 +20,7 @@ import triton.language as tl
 #   l' = c l + sum_v e_v;  u' = c (u + (m - m') l) + sum_v e_v (z_v - m')  (u = sum exp(z - m)(z - m) <= 0);
 #   z_t picked where the target falls in the tile. Entropy at the end: log l - u / l.
 # e (the unnormalised probabilities) is written out for the acc matmul; c is written out to rescale acc.
-@triton.jit
+@triton.jit(do_not_specialize=["n"])  # the last chunk's row count: no recompile per training step
 def _fwd_tile_kernel(x_ptr, e_ptr, tgt_ptr, m_ptr, l_ptr, u_ptr, zt_ptr, scale_ptr, n, vt, v0, inv_t,
                      stride_x, stride_e, WITH_ENTROPY: tl.constexpr, WRITE_E: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr):
@@ -66,7 +66,7 @@ def _fwd_tile_kernel(x_ptr, e_ptr, tgt_ptr, m_ptr, l_ptr, u_ptr, zt_ptr, scale_p
 # Backward tile, for the same block of raw logits x = h W^T:
 #   d logp_i / d x_iv = (1[v = t_i] - p_iv) / T,  p_iv = exp(x_iv / T - lse_i)
 #   dz_iv = gs_i (1[v = t_i] - p_iv)  with gs = g / T (0 on ignored rows), so grad_W[tile] += dz^T h.
-@triton.jit
+@triton.jit(do_not_specialize=["n"])
 def _bwd_tile_kernel(x_ptr, dz_ptr, tgt_ptr, lse_ptr, gu_ptr, n, vt, v0, inv_t, stride_x, stride_dz,
                      BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -111,8 +111,12 @@ def _addmm_f32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 def _blocks(device: torch.device) -> tuple[int, int]:
-    """(BLOCK_N, BLOCK_V): a few rows of wide tiles on a GPU; few, big programs under the interpreter (slow loops)."""
-    return (4, 2048) if device.type == "cuda" else (16, 8192)
+    """(BLOCK_N, BLOCK_V): a few rows of wide tiles on a GPU; few, big programs under the interpreter (slow loops).
+
+    On sm_90 a (4, 2048) fp32 tile at 4 warps takes 168-251 registers a thread (2 blocks an SM; 8 bytes of spills
+    with the entropy), benchmarks/sm90_compile.py; (4, 1024) takes 82-101, 4 blocks an SM, no spills, and still has
+    each thread load 32 values (8 x 16 bytes) per loop step."""
+    return (4, 1024) if device.type == "cuda" else (16, 8192)
 
 
 def fwd(hidden, weight, targets, temperature: float, ignore_index: int, with_entropy: bool, with_grad_hidden: bool,

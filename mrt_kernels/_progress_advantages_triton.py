@@ -9,7 +9,9 @@ Three launches over the prepared inputs of the launcher (float64 J / J_prompt / 
 In step 3 `before` = J[e-1] if e is not the trace's first episode, else J_prompt[b], with e the first episode whose
 end is past the token (e = the trace's episode count for a tail token): that is J_before[e] for an episode token and
 J_last for a tail token, so every mode is one expression.
-Everything is float64 until the float32 stores.
+Everything is float64 until the float32 stores. The binary searches take their step counts (which follow B and E) as
+runtime arguments, and B, T and the counts stay out of Triton's specialization, so new batch sizes do not compile new
+kernels.
 """
 from __future__ import annotations
 
@@ -47,9 +49,9 @@ def _trace_kernel(ep_off_ptr, J_ptr, Jp_ptr, r_ptr, progress_ptr, regret_ptr, x_
         tl.store(x_ptr + b, r)
 
 
-@triton.jit
-def _group_kernel(order_ptr, sid_ptr, x_ptr, base_ptr, B, scalars_ptr, SCALE_BY_STD: tl.constexpr,
-                  NSTEPS: tl.constexpr, BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=["B", "nsteps"])
+def _group_kernel(order_ptr, sid_ptr, x_ptr, base_ptr, B, scalars_ptr, nsteps, SCALE_BY_STD: tl.constexpr,
+                  BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     g = tl.load(sid_ptr + i)
     g_prev = tl.load(sid_ptr + i - 1, mask=i > 0, other=0)
@@ -57,7 +59,7 @@ def _group_kernel(order_ptr, sid_ptr, x_ptr, base_ptr, B, scalars_ptr, SCALE_BY_
     # End of the run of ids equal to g: the first position in (i, B] whose sorted id differs (binary search).
     lo = i + 1
     hi = B + i * 0
-    for _ in tl.static_range(NSTEPS):
+    for _ in range(nsteps):
         active = lo < hi
         mid = (lo + hi) // 2
         v = tl.load(sid_ptr + mid, mask=active, other=0)
@@ -91,15 +93,15 @@ def _group_kernel(order_ptr, sid_ptr, x_ptr, base_ptr, B, scalars_ptr, SCALE_BY_
         tl.store(base_ptr + o, tl.where(n > 1.0, dev, 0.0), mask=m)  # a group of one gets 0
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["B", "T", "nsteps_b", "nsteps_e"])
 def _token_kernel(tok_ptr, ep_off_ptr, ends_ptr, J_ptr, Jp_ptr, r_ptr, base_ptr, adv_ptr, B, T, scalars_ptr,
-                  MODE: tl.constexpr, NSTEPS_B: tl.constexpr, NSTEPS_E: tl.constexpr, BLOCK_T: tl.constexpr):
+                  nsteps_b, nsteps_e, MODE: tl.constexpr, BLOCK_T: tl.constexpr):
     t = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
     m = t < T
     # Trace b: the first k in [0, B] with token_offsets[k] > t, minus one.
     lo = tl.zeros((BLOCK_T,), tl.int64)
     hi = lo + B + 1
-    for _ in tl.static_range(NSTEPS_B):
+    for _ in range(nsteps_b):
         active = lo < hi
         mid = (lo + hi) // 2
         v = tl.load(tok_ptr + mid, mask=m & active, other=0)
@@ -113,7 +115,7 @@ def _token_kernel(tok_ptr, ep_off_ptr, ends_ptr, J_ptr, Jp_ptr, r_ptr, base_ptr,
     # Episode e: the first in [e0, e1) whose end is > local; e == e1 for a tail token.
     lo = e0
     hi = e1
-    for _ in tl.static_range(NSTEPS_E):
+    for _ in range(nsteps_e):
         active = lo < hi
         mid = (lo + hi) // 2
         v = tl.load(ends_ptr + mid, mask=m & active, other=0)
@@ -153,11 +155,11 @@ def progress_advantages_triton(token_offsets, episode_offsets, episode_ends, J, 
     scalars = torch.tensor([alpha, eps], dtype=torch.float64).to(J.device, non_blocking=True)
     _trace_kernel[(B,)](episode_offsets, J, J_prompt, rewards, progress, regret, x, scalars, MODE=mode, BLOCK_E=32)
     if mode != TERMINATION_BASELINE:
-        _group_kernel[(B,)](order, sorted_group_ids, x, base, B, scalars, SCALE_BY_STD=scale_by_std,
-                            NSTEPS=max(B, 1).bit_length() + 1, BLOCK=128)
+        _group_kernel[(B,)](order, sorted_group_ids, x, base, B, scalars, max(B, 1).bit_length() + 1,
+                            SCALE_BY_STD=scale_by_std, BLOCK=128)
     if T:
         block_t = 1024
         _token_kernel[(triton.cdiv(T, block_t),)](
             token_offsets, episode_offsets, episode_ends, J, J_prompt, rewards, base, advantages, B, T, scalars,
-            MODE=mode, NSTEPS_B=(B + 1).bit_length(), NSTEPS_E=max(E, 1).bit_length() + 1, BLOCK_T=block_t)
+            (B + 1).bit_length(), max(E, 1).bit_length() + 1, MODE=mode, BLOCK_T=block_t, num_warps=8)
     return advantages, progress, regret

@@ -132,7 +132,7 @@ def test_other_dtypes_cpu(seed, dtype, pairs):
     assert ran == (["reference", "sdpa"] if dtype == torch.float64 else ["reference", "sdpa", *CPP])
 
 
-@pytest.mark.parametrize("num_splits", [2, 3])
+@pytest.mark.parametrize("num_splits", [2, 3, 11])  # 11: more splits than the merge takes at once
 @pytest.mark.parametrize("pairs", [DECODE, [(40, 40), (9, 29)]], ids=["decode", "prefill"])
 def test_triton_split_kv(seed, num_splits, pairs):
     """The split-KV path (chosen on GPUs for decode), forced here: rows before a split's first key see nothing."""
