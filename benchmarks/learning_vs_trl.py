@@ -15,8 +15,9 @@ measured for the base model and both runs by the same code (`mrt.eval.run`, the 
 and seed): pass@1 of sampled traces at the training length. Wall time: the training loop alone (our steps' time/step
 sum; TRL's `trainer.train()`) and each whole run with model loading.
 
-    python benchmarks/learning_vs_trl.py                                   # 250 steps, 512 held-out problems
+    python benchmarks/learning_vs_trl.py --seeds 3                         # 250 steps, 512 held-out problems
     python benchmarks/learning_vs_trl.py --steps 3 --problems 32 --samples 2   # a smoke run
+Over several seeds it also prints mean +- 95% t-intervals and ours minus TRL paired by seed.
 TRL is optional (`pip install trl`, or the `bench` extra); without it only our side runs, and it says so.
 Writes bench_results/learning_vs_trl.json and the runs under runs/learning_vs_trl/.
 """
@@ -49,6 +50,8 @@ UNMATCHED = [
     "accumulates gradients; TRL pads the B x G sequences into one batch (the same loss up to float rounding)",
     "the max prompt length: TRL 1.x has no prompt limit; every prompt of the task is far below data.max_prompt_tokens",
     "initialisation noise: TRL seeds torch with its own `seed` argument; ours seeds through train.py's --seed",
+    "whole-run time: ours is a fresh train.py process (imports, model load, a small held-out evaluation before and "
+    "after, the final checkpoint), TRL's runs in this process after its imports: compare the training loops",
 ]
 
 
@@ -183,55 +186,107 @@ def report(rows: list[dict], samples: int, base: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_seed(args, runs: Path, trl_version: str | None) -> tuple[list[dict], dict, list[str]]:
+    """Train both sides with args.seed and evaluate them: (rows of the two trainers, eval results, unmatched)."""
+    cfg = load_config(None, our_overrides(args))        # the settings both sides use
+    ours = train_ours(args, runs / "ours")
+    theirs = train_trl(cfg, args, runs / "trl") if trl_version else None
+    models = {"base": str(ROOT / "mrt" / "assets" / "tiny_model"), "ours": ours["model"]}
+    if theirs:
+        models["trl"] = theirs["model"]
+    results = evaluate(cfg, args, models, runs / "eval")
+    rows = [{"name": "ours (mrt GRPO)", "seed": args.seed, **ours, "pass@1": results["ours"]["pass@1"]},
+            {"name": f"TRL {trl_version} GRPOTrainer", "seed": args.seed, **theirs,
+             "pass@1": results["trl"]["pass@1"]} if theirs
+            else {"name": "TRL GRPOTrainer", "seed": args.seed, "skipped": "TRL not installed"}]
+    unmatched = []
+    if theirs and not theirs["prompt_ids_equal_ours"]:
+        unmatched.append(f"seed {args.seed}: prompt token ids: TRL's tokenisation of the prompt texts differs from ours")
+    if theirs and not lr_matched(cfg, args.steps, theirs["lr"]):
+        unmatched.append(f"seed {args.seed}: learning rate: TRL's logged per-step lr {theirs['lr'][:3]}... is not "
+                         "our schedule's")
+    return rows, results, unmatched
+
+
+def over_seeds(per_seed: list[dict]) -> list[dict]:
+    """Per trainer, mean +- 95% t-interval over seeds of pass@1, its gain over the base (same seed's draws) and the
+    training loop's seconds; and ours minus TRL paired by seed."""
+    from mrt.eval.stats import mean_interval
+    out = []
+    names = dict.fromkeys(r["name"] for s in per_seed for r in s["rows"] if not r.get("skipped"))
+    for name in names:
+        rs = [(r, s["base"]) for s in per_seed for r in s["rows"] if r["name"] == name]
+        row = {"name": name, "seeds": len(rs)}
+        for key, vals in (("pass@1", [r["pass@1"] for r, _ in rs]), ("gain", [r["pass@1"] - b for r, b in rs]),
+                          ("train_seconds", [r["train_seconds"] for r, _ in rs])):
+            row[f"{key}_mean"], row[f"{key}_ci95"] = mean_interval(vals)
+        out.append(row)
+    if len(out) == 2:
+        diffs = [s["rows"][0]["pass@1"] - s["rows"][1]["pass@1"] for s in per_seed]
+        ratios = [s["rows"][0]["train_seconds"] / max(s["rows"][1]["train_seconds"], 1e-9) for s in per_seed]
+        d, dh = mean_interval(diffs)
+        t, th = mean_interval(ratios)
+        out.append({"name": "ours - TRL (paired by seed)", "seeds": len(diffs), "pass@1_mean": d, "pass@1_ci95": dh,
+                    "time_ratio_mean": t, "time_ratio_ci95": th})
+    return out
+
+
+def _pm(mean: float, half: float, scale: float = 100.0, fmt: str = ".1f") -> str:
+    return f"{scale * mean:{fmt}}" + ("" if half != half else f" ± {scale * half:{fmt}}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=250, help="training steps of both (the embedded default's 250)")
     ap.add_argument("--problems", type=int, default=512, help="held-out problems")
     ap.add_argument("--samples", type=int, default=4, help="samples per held-out problem")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed + 1, ...)")
+    ap.add_argument("--seed", type=int, default=0, help="the first seed")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "learning_vs_trl"))
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "learning_vs_trl.json"))
     args = ap.parse_args()
-    cfg = load_config(None, our_overrides(args))        # the settings both sides use
-    runs = Path(args.runs_dir)
-    n_samples = args.steps * cfg.optim.prompts_per_step * cfg.rollout.group_size
-
-    ours = train_ours(args, runs / "ours")
     try:
         import trl
+        trl_version = trl.__version__
     except ImportError:
-        trl = None
+        trl_version = None
         print(TRL_MISSING, flush=True)
-    theirs = train_trl(cfg, args, runs / "trl") if trl else None
-    trl_version = trl.__version__ if trl else None
-    models = {"base": str(ROOT / "mrt" / "assets" / "tiny_model"), "ours": ours["model"]}
-    if theirs:
-        models["trl"] = theirs["model"]
-    results = evaluate(cfg, args, models, runs / "eval")
+    cfg = load_config(None, our_overrides(args))
+    n_samples = args.steps * cfg.optim.prompts_per_step * cfg.rollout.group_size
+    per_seed, unmatched = [], list(UNMATCHED)
+    for s in range(args.seed, args.seed + args.seeds):
+        a = argparse.Namespace(**{**vars(args), "seed": s})
+        rows, results, extra = run_seed(a, Path(args.runs_dir) / f"seed_{s}", trl_version)
+        per_seed.append({"seed": s, "base": results["base"]["pass@1"], "rows": rows, "eval": results})
+        unmatched += extra
 
-    rows = [{"name": "ours (mrt GRPO)", **ours, "pass@1": results["ours"]["pass@1"]},
-            {"name": f"TRL {trl_version} GRPOTrainer", **theirs, "pass@1": results["trl"]["pass@1"]} if theirs
-            else {"name": "TRL GRPOTrainer", "skipped": "TRL not installed"}]
-    unmatched = list(UNMATCHED)
-    if theirs and not theirs["prompt_ids_equal_ours"]:
-        unmatched.append("prompt token ids: TRL's tokenisation of the prompt texts differs from ours")
-    if theirs and not lr_matched(cfg, args.steps, theirs["lr"]):
-        unmatched.append(f"learning rate: TRL's logged per-step lr {theirs['lr'][:3]}... is not our schedule's")
-    base = results["base"]["pass@1"]
     print(f"\n{args.steps} steps x {cfg.optim.prompts_per_step} prompts x G={cfg.rollout.group_size} = {n_samples} "
           f"samples each; held-out: {args.problems} problems x {args.samples} samples at T {cfg.rollout.temperature}; "
-          f"base pass@1 {100 * base:.1f}; torch threads {torch.get_num_threads()}")
-    print(report(rows, n_samples, base))
-    if theirs and theirs["train_seconds"] > 0:
-        print(f"our training loop / TRL's: {ours['train_seconds'] / theirs['train_seconds']:.2f}x the time")
+          f"torch threads {torch.get_num_threads()}")
+    for s in per_seed:
+        print(f"seed {s['seed']}: base pass@1 {100 * s['base']:.1f}")
+        print(report(s["rows"], n_samples, s["base"]))
+    summary = over_seeds(per_seed)
+    if len(per_seed) > 1:
+        print(f"over {len(per_seed)} seeds (mean ± 95% t-interval):")
+        for r in summary:
+            if "gain_mean" in r:
+                print(f"  {r['name']}: pass@1 {_pm(r['pass@1_mean'], r['pass@1_ci95'])}, gain over base "
+                      f"{_pm(r['gain_mean'], r['gain_ci95'])}, train loop "
+                      f"{_pm(r['train_seconds_mean'], r['train_seconds_ci95'], 1.0, '.0f')} s")
+    paired = [r for r in summary if "time_ratio_mean" in r]
+    if paired:
+        p = paired[0]
+        print(f"ours - TRL held-out pass@1: {_pm(p['pass@1_mean'], p['pass@1_ci95'])} points; our training loop takes "
+              f"{_pm(p['time_ratio_mean'], p['time_ratio_ci95'], 1.0, '.2f')}x TRL's time")
     print("not matched:\n" + "\n".join(f"  - {u}" for u in unmatched))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"steps": args.steps, "samples_per_run": n_samples, "problems": args.problems,
-                               "eval_samples": args.samples, "seed": args.seed, "threads": torch.get_num_threads(),
-                               "base_pass@1": base, "rows": rows, "unmatched": unmatched,
+                               "eval_samples": args.samples, "seeds": [s["seed"] for s in per_seed],
+                               "threads": torch.get_num_threads(), "summary": summary, "unmatched": unmatched,
                                "our_overrides": our_overrides(args), "trl_version": trl_version,
-                               "settings": cfg.to_dict(), "eval": results}, indent=2, default=str))
+                               "settings": cfg.to_dict(), "per_seed": per_seed}, indent=2, default=str))
     print(f"wrote {out}")
 
 

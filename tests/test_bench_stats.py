@@ -70,3 +70,19 @@ def test_fifths_and_lr_check():
     assert lvt.lr_matched(cfg, 4, [1 / 3, 2 / 3, 1.0, 0.5])
     assert not lvt.lr_matched(cfg, 4, [0.0, 0.5, 1.0, 0.5])       # transformers' own warmup starts at 0
     assert not lvt.lr_matched(cfg, 4, [1 / 3, 2 / 3, 1.0])
+
+
+def test_learning_vs_trl_over_seeds():
+    # Seed 0: base 0.2, ours 0.3 (10 s), TRL 0.25 (20 s); seed 1: base 0.1, ours 0.3 (12 s), TRL 0.15 (30 s).
+    per_seed = [{"seed": 0, "base": 0.2, "rows": [{"name": "ours", "pass@1": 0.3, "train_seconds": 10.0},
+                                                  {"name": "trl", "pass@1": 0.25, "train_seconds": 20.0}]},
+                {"seed": 1, "base": 0.1, "rows": [{"name": "ours", "pass@1": 0.3, "train_seconds": 12.0},
+                                                  {"name": "trl", "pass@1": 0.15, "train_seconds": 30.0}]}]
+    ours, trl, paired = lvt.over_seeds(per_seed)
+    assert ours["pass@1_mean"] == pytest.approx(0.3) and ours["pass@1_ci95"] == pytest.approx(0.0, abs=1e-12)
+    # gains 0.1, 0.2 -> mean 0.15, half 12.706 * 0.0707107 / sqrt(2) = 0.6353
+    assert ours["gain_mean"] == pytest.approx(0.15) and ours["gain_ci95"] == pytest.approx(0.6353)
+    assert trl["train_seconds_mean"] == 25.0
+    # ours - TRL: 0.05, 0.15 -> 0.1; time ratios 0.5, 0.4 -> 0.45, half 12.706 * 0.0707107 / sqrt(2) = 0.6353
+    assert paired["pass@1_mean"] == pytest.approx(0.1) and paired["time_ratio_mean"] == pytest.approx(0.45)
+    assert paired["time_ratio_ci95"] == pytest.approx(0.6353)
