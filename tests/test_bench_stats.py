@@ -86,3 +86,15 @@ def test_learning_vs_trl_over_seeds():
     # ours - TRL: 0.05, 0.15 -> 0.1; time ratios 0.5, 0.4 -> 0.45, half 12.706 * 0.0707107 / sqrt(2) = 0.6353
     assert paired["pass@1_mean"] == pytest.approx(0.1) and paired["time_ratio_mean"] == pytest.approx(0.45)
     assert paired["time_ratio_ci95"] == pytest.approx(0.6353)
+
+
+def test_claim_verdicts():
+    assert mvg.verdict(-0.05, 0.02, lower_is_better=True) == "better"
+    assert mvg.verdict(-0.05, 0.02, lower_is_better=False) == "worse"
+    assert mvg.verdict(0.01, 0.02, lower_is_better=True) == "no clear difference"
+    assert mvg.verdict(0.01, float("nan"), lower_is_better=True) == "no clear difference"
+    row = {"model": "mrt-sum - grpo", "pass@1_mean": -0.01, "pass@1_ci95": 0.03,
+           "regret@32_mean": -0.04, "regret@32_ci95": 0.01, "regret@96_mean": 0.02, "regret@96_ci95": 0.01,
+           "acc@32_mean": 0.03, "acc@32_ci95": 0.01, "acc@96_mean": 0.0, "acc@96_ci95": 0.01}
+    assert mvg.claim_lines([row, {**row, "model": "base - grpo"}], [32, 96]) == [
+        "  mrt-sum vs grpo: regret@32 better, regret@96 worse, acc@32 better, pass@1 no clear difference"]
