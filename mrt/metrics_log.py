@@ -218,6 +218,8 @@ def _plot_regret(plt, train: list[dict], evals: list[dict], out_dir: str) -> str
 
 
 def _finish(axes) -> None:
+    axes[0].figure.suptitle(f"faint: raw per step; solid: EMA {EMA_BETA} (bias-corrected)", fontsize=8, x=0.99,
+                            ha="right")
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -227,6 +229,7 @@ def _finish(axes) -> None:
 
 def _save(fig, out_dir: str, name: str) -> str:
     import matplotlib.pyplot as plt
+    os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, name)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
