@@ -57,7 +57,8 @@ UNMATCHED = [
 
 def our_overrides(args) -> list[str]:
     """train.py overrides of our GRPO side (everything else is the embedded default)."""
-    return ["--rl.algo", "grpo", "--meta_prover.enabled", "false", "--rl.eps", "1e-4", "--seed", str(args.seed),
+    return ["--rl.algo", "grpo", "--rl.dynamic_sampling", "false", "--meta_prover.enabled", "false", "--rl.eps",
+            "1e-4", "--seed", str(args.seed),
             "--optim.steps", str(args.steps), "--eval.every", "0", "--eval.held_out", "8", "--eval.samples", "1",
             "--checkpoint.every", "0", "--logging.progress_bar", "false", "--logging.plots", "true"]
 

@@ -69,16 +69,17 @@ def train(overrides: list[str], steps: int, seed: int, out_dir: Path, extra: lis
 
 
 def sample_budget(run_dir: Path) -> dict:
-    """What a run generated, from its resolved config and metrics: traces (steps x prompts x G, or the logged
-    `generated_samples` of each step when the trainer over-samples), and tokens (traces + meta-prover branches)."""
+    """What a run generated, from its resolved config and metrics: traces (each step's logged `prompts_generated`
+    x G, which counts dynamic sampling's extra prompts; B x G where it is not logged), and tokens (traces +
+    meta-prover branches)."""
     import yaml
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     train_recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train_recs = [r for r in train_recs if r.get("kind", "train") == "train"]
-    per_step = cfg["optim"]["prompts_per_step"] * cfg["rollout"]["group_size"]
+    B, G = cfg["optim"]["prompts_per_step"], cfg["rollout"]["group_size"]
     return {"steps": len(train_recs), "prompts_per_step": cfg["optim"]["prompts_per_step"],
             "group_size": cfg["rollout"]["group_size"],
-            "samples": int(sum(r.get("generated_samples", per_step) for r in train_recs)),
+            "samples": int(sum(r.get("prompts_generated", B) * G for r in train_recs)),
             "generated_tokens": int(sum(r.get("generated_tokens", 0) for r in train_recs)),
             "train_loop_seconds": float(sum(r.get("time/step", 0.0) for r in train_recs))}
 

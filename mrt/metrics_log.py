@@ -153,7 +153,7 @@ def plot_metrics(records: list[dict], out_dir: str) -> list[str]:
     """reward_accuracy.png, progress_by_episode.png, regret.png from the records; returns the paths.
 
     reward_accuracy.png: training reward (and accuracy, only where it differs from the reward, i.e. with a format
-    reward), raw and EMA; held-out accuracy over steps (every eval record); the fraction of groups with zero reward
+    reward; and the kept groups' reward under dynamic sampling, where it differs), raw and EMA; held-out accuracy over steps (every eval record); the fraction of groups with zero reward
     variance when logged. progress_by_episode.png: mean progress of the j-th episode, raw and EMA. regret.png:
     cumulative regret (sum over episodes of 1 - J, which falls with fewer episodes) beside the normalised regret at
     the run's budget (1 - area / C0, fair across lengths), each for training traces and held-out evaluations.
@@ -180,6 +180,9 @@ def _plot_reward(plt, train: list[dict], evals: list[dict], out_dir: str) -> str
     same = _same_series(train, "reward", "accuracy")
     if not same:
         _raw_and_smooth(ax, train, "accuracy", "accuracy", "C1")
+    # Dynamic sampling trains on the mixed groups only, whose reward leans to 0.5: drawn apart from the policy's.
+    if series(train, "reward_kept")[0] and not _same_series(train, "reward", "reward_kept"):
+        _raw_and_smooth(ax, train, "reward_kept", "reward of the kept groups", "C4")
     ax.set_title("training reward" + (" (= accuracy)" if same else " and accuracy"), fontsize=10)
     ax = axes[0][1]
     _eval_curve(ax, evals, "eval/accuracy", "held-out accuracy", "C2")

@@ -53,10 +53,10 @@ def test_single_seed_has_no_interval():
 def test_sample_budget_from_run_folder(tmp_path):
     (tmp_path / "config.yaml").write_text("optim:\n  prompts_per_step: 4\nrollout:\n  group_size: 2\n")
     recs = [{"kind": "eval", "step": 0}, {"kind": "train", "step": 1, "generated_tokens": 100, "time/step": 1.5},
-            {"kind": "train", "step": 2, "generated_tokens": 50, "time/step": 0.5, "generated_samples": 12}]
+            {"kind": "train", "step": 2, "generated_tokens": 50, "time/step": 0.5, "prompts_generated": 6}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     b = mvg.sample_budget(tmp_path)
-    # step 1: 4 x 2 = 8 traces (no count logged); step 2: its logged 12 (over-sampling).
+    # step 1: 4 x 2 = 8 traces (no count logged); step 2: its 6 prompts generated (over-sampling) x 2 = 12.
     assert b == {"steps": 2, "prompts_per_step": 4, "group_size": 2, "samples": 20, "generated_tokens": 150,
                  "train_loop_seconds": 2.0}
 

@@ -69,9 +69,14 @@ def test_accuracy_drawn_when_it_differs(tmp_path, monkeypatch):
     saved = []
     real_close = plt.close
     monkeypatch.setattr(plt, "close", lambda fig: saved.append(fig))
-    plot_metrics(_records(format_reward=True), str(tmp_path))
+    recs = _records(format_reward=True)
+    for r in recs:
+        if r["kind"] == "train":
+            r["reward_kept"] = 0.5          # dynamic sampling: the kept groups' reward differs from the policy's
+    plot_metrics(recs, str(tmp_path))
     monkeypatch.setattr(plt, "close", real_close)
-    assert _lines(saved[0].axes)[0] == ["reward (EMA 0.9)", "accuracy (EMA 0.9)"]
+    assert _lines(saved[0].axes)[0] == ["reward (EMA 0.9)", "accuracy (EMA 0.9)",
+                                        "reward of the kept groups (EMA 0.9)"]
     for f in saved:
         real_close(f)
 
