@@ -40,6 +40,7 @@ from .models import CausalLM
 from .rewards import format_reward, get_reward
 from .rollout import Engine, SamplingParams
 from .rollout_batch import build_batch, micro_batches
+from .seeds import derive_seed
 from .update import make_optimizer, make_scheduler, recompute_old_logp, run_update
 
 MAX_BAD_STEPS = 3
@@ -121,7 +122,7 @@ class Trainer:
     def _perm(self, epoch: int):
         cache = getattr(self, "_perm_cache", None)
         if cache is None or cache[0] != epoch:
-            g = torch.Generator().manual_seed(_derive_seed(self.cfg.seed, "data-order", epoch))
+            g = torch.Generator().manual_seed(derive_seed("data-order", self.cfg.seed, epoch))
             self._perm_cache = (epoch, torch.randperm(len(self.train_data), generator=g).tolist())
         return self._perm_cache[1]
 
@@ -177,17 +178,18 @@ class Trainer:
     def spare_prompts(self, step: int, round_: int, n: int) -> list[int]:
         """n extra prompt indices for dynamic sampling's round `round_` of step (seeded by step and round, so a
         resumed run draws the same ones)."""
-        g = torch.Generator().manual_seed(_derive_seed(self.cfg.seed, "spare", step, round_, self.dist.rank))
+        g = torch.Generator().manual_seed(derive_seed("spare", self.cfg.seed, step, round_, self.dist.rank))
         return torch.randint(len(self.train_data), (n,), generator=g).tolist()
 
     def _rollout_round(self, prompt_idx: list[int], step: int, round_: int, *, group_base: int):
         """Generate G traces (with the meta-prover's forks) for each prompt of prompt_idx -> (RolloutBatch, info)."""
         cfg, r = self.cfg, self.cfg.rollout
         examples = [self.train_data[i] for i in prompt_idx]
-        base_seed = _derive_seed(cfg.seed, "rollout", step, round_)
         params = [SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_tokens=r.max_new_tokens,
-                                 n=r.group_size, seed=base_seed + group_base + j) for j in range(len(examples))]
-        mp = self._meta_prover(r.max_new_tokens, prompt_branches=True, seed=base_seed + 7)
+                                 n=r.group_size, seed=derive_seed("rollout", cfg.seed, step, group_base + j))
+                  for j in range(len(examples))]
+        mp = self._meta_prover(r.max_new_tokens, prompt_branches=True,
+                               seed=derive_seed("meta-prover", cfg.seed, step, round_, group_base))
         before = dict(self.engine.stats)
         t0 = time.perf_counter()
         outs = self._generate([e.prompt_ids for e in examples], params, mp) if examples else []
@@ -329,10 +331,9 @@ class Trainer:
         lo, hi = self.dist.shard(len(self.eval_data))
         ex = self.eval_data[lo:hi]
         L = e.max_new_tokens or cfg.rollout.max_new_tokens
-        seed = _derive_seed(cfg.seed, "eval")
         params = [SamplingParams(temperature=e.temperature, top_p=cfg.rollout.top_p, max_tokens=L, n=e.samples,
-                                 seed=seed + lo + j) for j in range(len(ex))]
-        mp = self._meta_prover(L, prompt_branches=False, seed=_derive_seed(cfg.seed, "eval-meta-prover", lo))
+                                 seed=derive_seed("eval", cfg.seed, lo + j)) for j in range(len(ex))]
+        mp = self._meta_prover(L, prompt_branches=False, seed=derive_seed("eval-meta-prover", cfg.seed, lo))
         outs = self._generate([x.prompt_ids for x in ex], params, mp) if ex else []
         batch = build_batch(outs, [x.answer for x in ex], list(range(len(ex))),
                             (mp.boundaries if mp is not None else lambda i, j: []), self.reward_fn,
@@ -476,14 +477,6 @@ def _add_info(info: dict, more: dict) -> None:
         info[k] += more[k]
     for k, v in more["engine"].items():
         info["engine"][k] = info["engine"].get(k, 0) + v
-
-
-def _derive_seed(seed: int, purpose: str, *parts: int) -> int:
-    """A 31-bit seed from the run's seed, a purpose and integers (a hash: streams of different purposes, steps or
-    rounds do not overlap the way `seed * a + step * b` arithmetic can)."""
-    import hashlib
-    key = ":".join([str(seed), purpose, *map(str, parts)]).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def _seed_all(seed: int) -> None:

@@ -5,7 +5,8 @@ import pytest
 
 from mrt.eval.metrics import normalised_regret
 from mrt.rollout_batch import RolloutBatch, Trace
-from mrt.trainer import Trainer, _derive_seed, _mixed_groups, _zero_variance_groups
+from mrt.seeds import derive_seed
+from mrt.trainer import Trainer, _mixed_groups, _zero_variance_groups
 
 from .trainer_helpers import tiny_config
 
@@ -22,9 +23,9 @@ def test_zero_variance_and_mixed_groups():
 
 
 def test_derive_seed_separates_purposes_and_parts():
-    seeds = {_derive_seed(0, p, s, r) for p in ("rollout", "spare") for s in range(50) for r in range(3)}
+    seeds = {derive_seed(p, 0, s, r) for p in ("rollout", "spare") for s in range(50) for r in range(3)}
     assert len(seeds) == 300
-    assert _derive_seed(3, "rollout", 1) == _derive_seed(3, "rollout", 1)
+    assert derive_seed("rollout", 3, 1) == derive_seed("rollout", 3, 1)
     assert all(0 <= s < 2 ** 31 for s in seeds)
 
 
