@@ -30,7 +30,8 @@ class TraceEpisodes:
 
 
 class MetaProver:
-    """One generate call's hook. Build one per `Engine.generate`; read `boundaries` and `j_estimates` after."""
+    """One generate call's hook. Build one per `Engine.generate`; read `boundaries` after (J comes from scoring the
+    branches, `branch_success`)."""
 
     def __init__(self, segmenter: Segmenter | None, tokenizer, *, termination_ids: list[int], m: int,
                  answer_max_tokens: int, temperature: float, top_p: float, max_tokens: int,
