@@ -140,7 +140,8 @@ def main():
               f"{r['max_abs_err']:>10.2e}")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump(dict(size=args.size, device=str(device), threads=torch.get_num_threads(), rows=rows), f, indent=1)
+        json.dump(dict(benchmark="advantages", size=args.size, device=str(device), threads=torch.get_num_threads(),
+                       rows=rows), f, indent=1)
     print(f"wrote {args.out}")
 
 

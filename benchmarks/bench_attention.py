@@ -107,11 +107,12 @@ def main():
             if reason is None and backend == "triton" and device.type == "cpu":
                 reason = "Triton on the CPU is the interpreter (tests only)"
             if reason is not None:
-                rows.append(dict(case=case, backend=backend, skipped=reason))
+                rows.append(dict(case=case, backend=backend, batch=batch, prefix=pre, q_len=q_len, skipped=reason))
                 continue
             scale = 1 / math.sqrt(d)
             t = _time(lambda: paged_attention(*call_args, scale=scale, backend=backend), device, iters)
-            rows.append(dict(case=case, backend=backend, block_size=block_size, ms=t * 1e3, GBps=moved / t / 1e9,
+            rows.append(dict(case=case, backend=backend, batch=batch, prefix=pre, q_len=q_len,
+                             block_size=block_size, ms=t * 1e3, GBps=moved / t / 1e9,
                              pct_of_copy=100 * moved / t / copy_bw))
             del call_args
             if device.type == "cuda":

@@ -357,32 +357,26 @@ def triton_kernels_in_sources(root: str) -> list[str]:
     return names
 
 
-def nvcc_rows(root: str) -> list[dict]:
-    """Every kernel of every csrc/*.cu compiled by nvcc for sm_90 with ptxas's resource report."""
-    import glob
-
+def nvcc_file(cu: str, root: str) -> list[dict]:
+    """Every kernel of one .cu compiled by nvcc for sm_90, with ptxas's resource report. Runs in a worker process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        proc = subprocess.run(["nvcc", "-c", "-arch=sm_90", "-std=c++17", "-O3", "-Xptxas", "-v", "-o",
+                               os.path.join(tmp, "x.o"), cu], capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+    base = dict(kernel="", case=os.path.relpath(cu, root), config="nvcc sm_90, 256 threads", compile_s=seconds)
+    if proc.returncode != 0:
+        return [dict(base, error=(proc.stderr.strip().splitlines() or ["?"])[-1][:400])]
     rows = []
-    for cu in sorted(glob.glob(os.path.join(root, "csrc", "*.cu"))):
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            proc = subprocess.run(["nvcc", "-c", "-arch=sm_90", "-std=c++17", "-O3", "-Xptxas", "-v", "-o",
-                                   os.path.join(tmp, "x.o"), cu], capture_output=True, text=True)
-            seconds = time.perf_counter() - t0
-        base = dict(kernel="", case=os.path.relpath(cu, root), config="nvcc sm_90, 256 threads", compile_s=seconds)
-        if proc.returncode != 0:
-            rows.append(dict(base, error=(proc.stderr.strip().splitlines() or ["?"])[-1][:400]))
-            continue
-        for entry in re.split(r"Compiling entry function ", proc.stderr)[1:]:
-            mangled = re.match(r"'([^']+)'", entry).group(1)
-            demangled = subprocess.run(["c++filt", mangled], capture_output=True, text=True).stdout.strip()
-            props = {k: int(v) for v, k in re.findall(r"(\d+) bytes (stack frame|spill stores|spill loads|smem)",
-                                                        entry)}
-            regs = re.search(r"Used (\d+) registers", entry)
-            name = (demangled or mangled).replace("(anonymous namespace)::", "").removeprefix("void ")
-            rows.append(dict(base, kernel=name.split("(")[0],
-                             regs=int(regs.group(1)) if regs else -1, warps=8, stages=0, mma="-",
-                             local=props.get("stack frame", 0) + props.get("spill stores", 0),
-                             shared=props.get("smem", 0)))
+    for entry in re.split(r"Compiling entry function ", proc.stderr)[1:]:
+        mangled = re.match(r"'([^']+)'", entry).group(1)
+        demangled = subprocess.run(["c++filt", mangled], capture_output=True, text=True).stdout.strip()
+        props = {k: int(v) for v, k in re.findall(r"(\d+) bytes (stack frame|spill stores|spill loads|smem)", entry)}
+        regs = re.search(r"Used (\d+) registers", entry)
+        name = (demangled or mangled).replace("(anonymous namespace)::", "").removeprefix("void ")
+        rows.append(dict(base, kernel=name.split("(")[0], regs=int(regs.group(1)) if regs else -1, warps=8,
+                         stages=0, mma="-", local=props.get("stack frame", 0) + props.get("spill stores", 0),
+                         shared=props.get("smem", 0)))
     return rows
 
 
@@ -425,20 +419,42 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(c[:w].ljust(w) if i < 3 else c.ljust(w) for i, (c, (_, w)) in enumerate(zip(cells, cols))))
 
 
-def audit_triton(jobs_n: int) -> tuple[list[dict], list[dict], list[str]]:
-    """(rows, rollout variant counts, kernels that no launch set reached) for the Triton kernels."""
-    gpu_launcher_view()
-    with LaunchRecorder() as rec:
-        for launch in LAUNCH_SETS.values():
-            launch(rec)
-    stubs, jobs = zip(*triton_jobs(rec))
+def tools_missing() -> dict:
+    """{part: why it cannot run here} for the Triton and the nvcc parts of the audit."""
+    missing = {}
+    try:
+        import triton  # noqa: F401
+        if not os.path.exists(_tool("cuobjdump")):
+            missing["triton"] = f"Triton's cuobjdump is missing ({_tool('cuobjdump')})"
+    except ImportError as exc:
+        missing["triton"] = f"Triton is not installed ({exc})"
+    if subprocess.run(["sh", "-c", "command -v nvcc"], capture_output=True).returncode != 0:
+        missing["nvcc"] = "nvcc not found"
+    return missing
+
+
+def audit(root: str, jobs_n: int, skipped: dict) -> tuple[list[dict], list[dict], list[str]]:
+    """(rows, rollout variant counts, @triton.jit kernels no launch set reached). The compiles run in worker
+    processes while this one records the launches and simulates the rollout."""
+    import glob
+
+    stubs, jobs = [], []
+    cus = [] if "nvcc" in skipped else sorted(glob.glob(os.path.join(root, "csrc", "*.cu")))
     with ProcessPoolExecutor(max_workers=jobs_n, mp_context=get_context("fork")) as pool:
-        results = list(pool.map(compile_variant, jobs))
-    rows = [dict(stub, **res) for stub, res in zip(stubs, results)]
-    rollout = [rollout_variants("D128", torch.bfloat16), rollout_variants("D64", torch.bfloat16)]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        nvcc = [pool.submit(nvcc_file, cu, root) for cu in cus]
+        if "triton" not in skipped:
+            gpu_launcher_view()
+            with LaunchRecorder() as rec:
+                for launch in LAUNCH_SETS.values():
+                    launch(rec)
+            stubs, jobs = zip(*triton_jobs(rec))
+        triton_results = pool.map(compile_variant, jobs)
+        rollout = [] if "triton" in skipped else [rollout_variants(m, torch.bfloat16) for m in MODELS]
+        rows = [dict(stub, **res) for stub, res in zip(stubs, triton_results)]
+        rows += [r for f in nvcc for r in f.result()]
     reached = {r["kernel"] for r in rows}
-    return rows, rollout, [k for k in triton_kernels_in_sources(root) if k not in reached]
+    missing = [] if "triton" in skipped else [k for k in triton_kernels_in_sources(root) if k not in reached]
+    return rows, rollout, missing
 
 
 def main() -> int:
@@ -449,21 +465,10 @@ def main() -> int:
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     t0 = time.perf_counter()
-    rows, rollout, missing, skipped = [], [], [], {}
-    try:
-        import triton  # noqa: F401
-        if not os.path.exists(_tool("cuobjdump")):
-            raise ImportError(f"{_tool('cuobjdump')} is missing")
-    except ImportError as exc:
-        skipped["triton"] = f"Triton or its cuobjdump is missing ({exc})"
-    if "triton" not in skipped:
-        rows, rollout, missing = audit_triton(args.jobs)
+    skipped = tools_missing()
     if args.skip_nvcc:
         skipped["nvcc"] = "--skip-nvcc"
-    elif subprocess.run(["sh", "-c", "command -v nvcc"], capture_output=True).returncode != 0:
-        skipped["nvcc"] = "nvcc not found"
-    else:
-        rows += nvcc_rows(root)
+    rows, rollout, missing = audit(root, args.jobs, skipped)
     for r in rows:
         if "error" not in r:
             r["blocks_per_sm"], r["limit"] = blocks_per_sm(r["regs"], r["warps"], r["shared"])

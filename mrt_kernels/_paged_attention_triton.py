@@ -198,9 +198,10 @@ def paged_attention_triton(q, k_cache, v_cache, block_tables, context_lens, cu_s
         num_splits = _num_splits(q.device, batch * tiles * num_kv_heads, max_context_len, block_n)
     split_len = triton.cdiv(triton.cdiv(max(max_context_len, 1), num_splits), block_n) * block_n
     split = num_splits > 1
-    # fp32 prefill tiles of 16 keys fit without spills over 8 warps (146 registers), or 16 with the split partials
-    # (82; 8 warps spill 280 bytes there, 16 warps spill 8 without splits).
-    num_warps = (16 if split else 8) if fp32_gpu and block_r >= 64 and block_n == 16 else 4
+    # fp32 on a GPU (sm_90, Triton 3.6 and 3.9): decode tiles fit without spills over 8 warps (104 registers; 4 warps
+    # spill 608 bytes on 3.6), prefill tiles of 16 keys over 8 warps (146), or 16 with the split partials (82;
+    # 8 warps spill 280 bytes there, 16 warps spill 8 without splits).
+    num_warps = (16 if split and block_r >= 64 else 8) if fp32_gpu else 4
     if split:
         part_acc = torch.empty((num_splits, n_tokens, num_q_heads, head_dim), device=q.device, dtype=torch.float32)
         part_ml = torch.empty((num_splits, n_tokens, num_q_heads, 2), device=q.device, dtype=torch.float32)
