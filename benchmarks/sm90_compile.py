@@ -264,8 +264,15 @@ def rollout_steps(seed: int = 0, prompts: int = 32, group: int = 4, budget: int 
             yield q_lens, ctx_lens, copies
 
 
+def _per_kernel(rec: LaunchRecorder) -> dict:
+    per_kernel = {}
+    for name, _ in rec.variants:
+        per_kernel[name] = per_kernel.get(name, 0) + 1
+    return per_kernel
+
+
 def rollout_variants(model: str = "D128", dtype=torch.bfloat16) -> dict:
-    """Run the rollout's launches through the launchers; {kernel: distinct compiles}, steps, launches."""
+    """Run the rollout's launches through the launchers; {kernel: distinct compiles}, steps."""
     steps = 0
     with LaunchRecorder() as rec:
         for q_lens, ctx_lens, copies in rollout_steps():
@@ -273,10 +280,34 @@ def rollout_variants(model: str = "D128", dtype=torch.bfloat16) -> dict:
             if copies:
                 _copy_step(copies, model, dtype)
             steps += 1
-    per_kernel = {}
-    for name, _ in rec.variants:
-        per_kernel[name] = per_kernel.get(name, 0) + 1
-    return dict(model=model, dtype=str(dtype)[6:], steps=steps, variants=per_kernel)
+    return dict(workload="rollout", model=model, dtype=str(dtype)[6:], steps=steps, variants=_per_kernel(rec))
+
+
+def training_variants(steps: int = 12, seed: int = 0) -> dict:
+    """The update's launches over `steps` steps whose sizes change as they do in training (dynamic sampling keeps a
+    varying number B of traces; their lengths set the packed tokens T and episodes E; micro-batches of N tokens):
+    progress_advantages once a step (dense), log-probs forward with entropy and backward per micro-batch (bf16,
+    d = 1536, V = 151,936). {kernel: distinct compiles}."""
+    import random
+
+    from mrt_kernels import _fused_linear_logprobs_triton as flp
+    from mrt_kernels._progress_advantages_triton import progress_advantages_triton
+    from mrt_kernels.fused_linear_logprobs import CHUNK_SIZE, VOCAB_TILE
+
+    rnd = random.Random(seed)
+    d, v = 1536, 151936
+    with LaunchRecorder() as rec:
+        for _ in range(steps):
+            B = rnd.randint(700, 1024)
+            inputs = _advantage_inputs(B, rnd.randint(800, 3000), 1)
+            E = rnd.randint(B, 16 * B)
+            inputs.update(episode_ends=meta(E, dtype=torch.int64), J=meta(E, dtype=torch.float64))
+            progress_advantages_triton(**inputs, alpha=1.0, mode=0, scale_by_std=True)
+            n = rnd.randint(4000, 20000)
+            h, w, t = meta(n, d, dtype=torch.bfloat16), meta(v, d, dtype=torch.bfloat16), meta(n, dtype=torch.int64)
+            flp.fwd(h, w, t, 1.0, -100, True, True, CHUNK_SIZE["cuda"], VOCAB_TILE["cuda"])
+            flp.bwd_weight(meta(n), h, w, t, meta(n), 1.0, -100, CHUNK_SIZE["cuda"], VOCAB_TILE["cuda"])
+    return dict(workload="training", model="d1536 V151936", dtype="bfloat16", steps=steps, variants=_per_kernel(rec))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -401,7 +432,7 @@ def findings(rows: list[dict], rollout: list[dict], missing: list[str]) -> list[
     for ro in rollout:
         for name, n in ro["variants"].items():
             if n > ROLLOUT_MAX_VARIANTS:
-                out.append(f"{name}: {n} variants in one rollout ({ro['model']} {ro['dtype']}), more than "
+                out.append(f"{name}: {n} variants in one {ro['workload']} ({ro['model']} {ro['dtype']}), more than "
                            f"{ROLLOUT_MAX_VARIANTS}: it recompiles in the hot path")
     return out
 
@@ -450,6 +481,7 @@ def audit(root: str, jobs_n: int, skipped: dict) -> tuple[list[dict], list[dict]
             stubs, jobs = zip(*triton_jobs(rec))
         triton_results = pool.map(compile_variant, jobs)
         rollout = [] if "triton" in skipped else [rollout_variants(m, torch.bfloat16) for m in MODELS]
+        rollout += [] if "triton" in skipped else [training_variants()]
         rows = [dict(stub, **res) for stub, res in zip(stubs, triton_results)]
         rows += [r for f in nvcc for r in f.result()]
     reached = {r["kernel"] for r in rows}
@@ -476,7 +508,7 @@ def main() -> int:
           f"shared memory per SM, {H200['smem_per_block'] // 1024} KB per block)")
     print_table(rows)
     for ro in rollout:
-        print(f"rollout ({ro['model']} {ro['dtype']}, {ro['steps']} steps): compiled variants per kernel "
+        print(f"{ro['workload']} ({ro['model']} {ro['dtype']}, {ro['steps']} steps): compiled variants per kernel "
               + ", ".join(f"{k} {v}" for k, v in sorted(ro["variants"].items())))
     for what, why in skipped.items():
         print(f"skipped {what}: {why}")

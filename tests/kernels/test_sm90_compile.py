@@ -63,11 +63,15 @@ def test_audit_passes_and_covers_every_kernel(tmp_path):
     assert set(_audit_module().triton_kernels_in_sources(ROOT)) <= kernels, report
     if "nvcc" not in data["skipped"]:
         assert {"trace_kernel", "group_kernel", "token_kernel"} <= kernels, report
-    # The rollout's hot path: attention compiles decode / prefill x split / no split at most, the merge once.
-    for ro in data["rollout"]:
-        assert ro["steps"] > 100
+    # The rollout's hot path: attention compiles decode / prefill x split / no split at most, the merge once; the
+    # update's kernels once each whatever the batch sizes (the log-prob forward: once, with entropy and grad).
+    rollouts = [ro for ro in data["rollout"] if ro["workload"] == "rollout"]
+    assert len(rollouts) == 2 and all(ro["steps"] > 100 for ro in rollouts)
+    for ro in rollouts:
         assert ro["variants"]["_paged_attention_kernel"] <= 4, ro
         assert ro["variants"]["_merge_splits_kernel"] == 1, ro
+    (training,) = [ro for ro in data["rollout"] if ro["workload"] == "training"]
+    assert set(training["variants"].values()) == {1}, training
 
 
 def test_blocks_per_sm_follows_the_sm90_limits():
@@ -88,7 +92,7 @@ def test_findings_catch_each_failure():
                 dots=[(64, "bf16")])
     assert mod.findings([good], [], []) == []
     bad = [dict(good, local=16), dict(good, shared=228 * 1024), dict(good, mma="mma.sync"), dict(good, error="x")]
-    found = mod.findings(bad, [dict(model="m", dtype="bf16", variants={"k": 9})], ["lost_kernel"])
+    found = mod.findings(bad, [dict(workload="rollout", model="m", dtype="bf16", variants={"k": 9})], ["lost_kernel"])
     assert len(found) == 6, found
     assert mod.findings([dict(good, mma="mma.sync", dots=[(16, "bf16")])], [], []) == []  # decode rows: mma.sync
     assert mod.findings([dict(good, mma="fma", dots=[(64, "fp32")])], [], []) == []      # fp32: IEEE products
