@@ -9,10 +9,10 @@ and local memory come from `cuobjdump --dump-resource-usage` of the cubin (the c
 rejects Triton's newer PTX); shared memory from the compiled metadata; `wgmma` / `mma.sync` from the PTX.
 CUDA: every csrc/*.cu through `nvcc -c -arch=sm_90 -Xptxas -v` (no torch headers there, so no GPU torch is needed).
 A rollout simulation (prompts of 50-4,096 tokens, chunked prefill under a token budget, decode, forks with 40-token
-continuations) counts the variants the rollout's kernels compile.
+continuations) and training steps of varying sizes count the variants the kernels compile.
 
 Occupancy is blocks per SM, the least of what registers, shared memory, warps and the block cap allow (H200 limits
-below). Fails (exit 1) on: a compile error, any local memory (spills), shared memory over the per-block limit, a
+below); waves = the case's programs / (blocks per SM x 132 SMs), so 1.6 means a last wave 60% full. Fails (exit 1) on: a compile error, any local memory (spills), shared memory over the per-block limit, a
 16-bit tl.dot whose tile has >= 64 rows without wgmma (below 64 rows a warpgroup instruction has no rows to fill, so
 mma.sync is the expected path), more rollout variants of a kernel than ROLLOUT_MAX_VARIANTS.
 
@@ -72,8 +72,8 @@ def blocks_per_sm(regs: int, warps: int, smem: int) -> tuple[int, str]:
 class LaunchRecorder:
     """Within `with`, `kernel[grid](...)` records Triton's specialization of the launch instead of running it.
 
-    variants: {(kernel name, key): (fn, bound args, specialization, options, kwargs)}; counts: {key: launches};
-    case: the label put on launches recorded from now on."""
+    variants: {(kernel name, key): (fn, bound args, specialization, options, kwargs)}; cases and grids: the label
+    and the grid of the first launch of each; case: the label put on launches recorded from now on."""
 
     def __init__(self):
         import triton
@@ -82,7 +82,7 @@ class LaunchRecorder:
 
         self.target = GPUTarget(*TARGET)
         self.backend = make_backend(self.target)
-        self.variants, self.cases, self.binders = {}, {}, {}
+        self.variants, self.cases, self.grids, self.binders = {}, {}, {}, {}
         self.case = ""
         self._jit = triton.runtime.jit.JITFunction
 
@@ -95,6 +95,7 @@ class LaunchRecorder:
         key = (fn.__name__, repr(spec) + repr(sorted(options.items())))
         self.variants.setdefault(key, (fn, bound, spec, options, kwargs))
         self.cases.setdefault(key, self.case)
+        self.grids.setdefault(key, tuple(grid))
         return None
 
     def __enter__(self):
@@ -372,7 +373,11 @@ def triton_jobs(rec: LaunchRecorder) -> list[tuple[dict, tuple]]:
     out = []
     for (name, _), (fn, bound, spec, options, kwargs) in sorted(rec.variants.items(), key=lambda kv: kv[0]):
         opts, signature, constexprs, attrs = fn._pack_args(rec.backend, kwargs, bound, spec, options)
-        row = dict(kernel=name, case=rec.cases[(name, _)], config=_config(spec, fn.params, options))
+        programs = 1
+        for g in rec.grids[(name, _)]:
+            programs *= g
+        row = dict(kernel=name, case=rec.cases[(name, _)], config=_config(spec, fn.params, options),
+                   programs=programs)
         out.append((row, (fn.fn.__module__, fn.fn.__name__, signature, constexprs, attrs, opts.__dict__)))
     return out
 
@@ -439,14 +444,15 @@ def findings(rows: list[dict], rollout: list[dict], missing: list[str]) -> list[
 
 def print_table(rows: list[dict]) -> None:
     cols = [("kernel", 26), ("case", 44), ("config", 62), ("shared KB", 9), ("regs", 4), ("local B", 7),
-            ("mma", 8), ("blocks/SM", 12), ("compile s", 9)]
+            ("mma", 8), ("blocks/SM", 12), ("waves", 7), ("compile s", 9)]
     print("  ".join(name.ljust(w) for name, w in cols))
     for r in rows:
         if "error" in r:
             cells = [r["kernel"], r["case"], r["config"], "ERROR " + r["error"][:80]]
         else:
             cells = [r["kernel"], r["case"], r["config"], f"{r['shared'] / 1024:.1f}", str(r["regs"]),
-                     str(r["local"]), r["mma"], f"{r['blocks_per_sm']} ({r['limit']})", f"{r['compile_s']:.1f}"]
+                     str(r["local"]), r["mma"], f"{r['blocks_per_sm']} ({r['limit']})",
+                     f"{r['waves']:.2f}" if "waves" in r else "", f"{r['compile_s']:.1f}"]
         print("  ".join(c[:w].ljust(w) if i < 3 else c.ljust(w) for i, (c, (_, w)) in enumerate(zip(cells, cols))))
 
 
@@ -504,6 +510,8 @@ def main() -> int:
     for r in rows:
         if "error" not in r:
             r["blocks_per_sm"], r["limit"] = blocks_per_sm(r["regs"], r["warps"], r["shared"])
+            if "programs" in r:  # full waves of resident blocks the case's grid takes (its tail: the fraction)
+                r["waves"] = r["programs"] / (r["blocks_per_sm"] * H200["sms"])
     print(f"sm_90 compile audit (H200 limits: {H200['regs_per_sm']} registers, {H200['smem_per_sm'] // 1024} KB "
           f"shared memory per SM, {H200['smem_per_block'] // 1024} KB per block)")
     print_table(rows)

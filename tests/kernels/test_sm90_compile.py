@@ -117,3 +117,18 @@ def test_gpu_tile_choice_under_the_interpreter(seed, monkeypatch, pairs):
     eager = float(_error(paged_attention_ref(*args, scale=scale), truth).max())
     out = pa.paged_attention_triton(*args, scale)
     _check_close("triton, H200 tiles", out, eager, truth, torch.float32, pairs)
+
+
+def test_gpu_logprob_tiles_under_the_interpreter(seed, monkeypatch):
+    """The (rows, columns) tile the log-prob kernels take on a GPU, with ragged last rows and columns, is right."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("runs the GPU choices on CPU tensors under the interpreter")
+    from mrt_kernels import _fused_linear_logprobs_triton as tri
+    from tests.kernels.test_fused_linear_logprobs import CPU, _check
+
+    gpu_blocks = tri._blocks(torch.device("cuda"))
+    assert gpu_blocks != tri._blocks(CPU)
+    monkeypatch.setattr(tri, "_blocks", lambda device: gpu_blocks)
+    _check("triton", CPU, torch.float32, 70, 2500, 48, temperature=1.3, chunk_size=32, vocab_tile=2200,
+           monkeypatch=monkeypatch)
