@@ -12,9 +12,10 @@ A rollout simulation (prompts of 50-4,096 tokens, chunked prefill under a token 
 continuations) and training steps of varying sizes count the variants the kernels compile.
 
 Occupancy is blocks per SM, the least of what registers, shared memory, warps and the block cap allow (H200 limits
-below); waves = the case's programs / (blocks per SM x 132 SMs), so 1.6 means a last wave 60% full. Fails (exit 1) on: a compile error, any local memory (spills), shared memory over the per-block limit, a
-16-bit tl.dot whose tile has >= 64 rows without wgmma (below 64 rows a warpgroup instruction has no rows to fill, so
-mma.sync is the expected path), more rollout variants of a kernel than ROLLOUT_MAX_VARIANTS.
+below); waves = the case's programs / (blocks per SM x 132 SMs), so 1.6 means a last wave 60% full.
+Fails (exit 1) on: a compile error, any local memory (spills), shared memory over the per-block limit, a 16-bit
+tl.dot whose tile has >= 64 rows without wgmma (below 64 rows a warpgroup instruction has no rows to fill, so
+mma.sync is the expected path), more variants of a kernel in one simulated workload than ROLLOUT_MAX_VARIANTS.
 
     python benchmarks/sm90_compile.py                    # all kernels, table + bench_results/sm90_compile.json
     python benchmarks/sm90_compile.py --jobs 2 --out x.json
