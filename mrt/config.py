@@ -70,7 +70,7 @@ class DataConfig:
     system_prompt: str | None = None
     skip_malformed: bool = False          # False: a malformed row raises naming file and row; True: skipped, counted
     max_prompt_tokens: int = 128          # longer prompts are handled by `overlong`
-    overlong: str = "error"               # error: stop naming the row | skip: drop it (count and rows in the run folder)
+    overlong: str = "error"               # error: stop, naming the row | skip: drop it (listed in the run folder)
     split: str = "train"                  # the split of a saved `datasets` DatasetDict or of a hub dataset
     revision: str | None = None           # of a hub dataset; None: the default branch
     num_problems: int = 4000              # size of a synthetic task's training set
@@ -166,7 +166,7 @@ class RLConfig:
     constant_normalizer: float | None = None   # required by aggregation 'constant' (e.g. max_new_tokens)
     epochs_per_batch: int = 1
     recompute_old_logp: bool = False      # old log-probs from the training forward (no grad) instead of the engine
-    dynamic_sampling: bool = False        # DAPO: keep only groups with mixed rewards, drawing more prompts for them
+    dynamic_sampling: bool = True         # DAPO: keep only groups with mixed rewards, drawing more prompts for them
     dynamic_sampling_max_rounds: int = 3  # cap on generation per step: at most this many rounds of B prompts
 
     def __post_init__(self):
@@ -187,7 +187,7 @@ class RLConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 3e-4
+    lr: float = 1e-4                      # see configs/tiny_mrt.yaml for why not larger
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     eps: float = 1e-8
@@ -196,8 +196,8 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float | None = 1.0
     micro_batch_tokens: int = 4096        # tokens per forward/backward; gradients accumulate over micro-batches
-    steps: int = 250
-    prompts_per_step: int = 8             # B, over all ranks
+    steps: int = 200
+    prompts_per_step: int = 16            # B, over all ranks
 
     def __post_init__(self):
         _need(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
@@ -242,8 +242,8 @@ class LoggingConfig:
 @dataclass
 class EvalConfig:
     path: str | None = None               # held-out prompts file (same format/columns as data); None: the task's split
-    held_out: int = 128                   # problems evaluated
-    every: int = 0                        # steps; 0: only before and after training
+    held_out: int = 256                   # problems evaluated
+    every: int = 50                       # steps; 0: only before and after training
     samples: int = 4                      # samples per problem (pass@1 averaged)
     temperature: float = 0.7              # 0: greedy
     max_new_tokens: int | None = None     # None: rollout.max_new_tokens

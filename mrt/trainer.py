@@ -238,6 +238,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if kl_old is not None:    # the same measure as without the recompute: engine vs training log-probs
             stats["approx_kl_old"] = kl_old[0] / max(kl_old[1], 1)
+        info["lr"] = self.scheduler.get_last_lr()[0]      # the lr this step used
         with warnings.catch_warnings():   # a skipped step still advances the schedule (it is indexed by step)
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
@@ -299,7 +300,7 @@ class Trainer:
             "generated_tokens": g["generated_tokens"], "branch_prompt_tokens_computed":
                 g["branch_prompt_tokens_computed"], "preemptions": g["preemptions"],
             "loss": g["loss"], "grad_norm": stats.get("grad_norm", float("nan")),
-            "ratio_max": stats.get("ratio_max", float("nan")), "lr": self.scheduler.get_last_lr()[0],
+            "ratio_max": stats.get("ratio_max", float("nan")), "lr": info["lr"],
             "time/rollout": rl_time, "time/reward": info["time/reward"], "time/update": t_end - t_upd,
             "time/step": t_end - t0, "tokens_per_s": g["generated_tokens"] / max(rl_time, 1e-9),
             "update_tokens_per_s": g["tokens"] / max(t_end - t_upd, 1e-9),
