@@ -14,11 +14,17 @@ Two workloads:
   boundary as it is passed, (i) / (ii) run their prefixes after it. The trace's L - P decode steps are the same in
   every method and dominate wall time on a tiny model, so these rows also give the trace alone and the rest, the
   meta-prover's cost (meta_prover_seconds, meta_speedup_of_iii).
-Throughput: batch B prompts, N new tokens each (no early stop), engine vs transformers generate; goal >= 2x.
-Every time is the median of --repeats runs (after one warm-up run of each method).
+Throughput: batch B prompts, N new tokens each (no early stop), engine vs transformers generate (left-padded
+batch, KV cache on); goal >= 2x on the toy, >= 1.2x at the real shape.
+The methods of a workload run side by side: after --warmup runs of each, --repeats rounds that run every method
+once, so a shared machine's load falls on all of them alike. Times are medians over rounds; speedups are medians of
+the per-round ratios.
 
-    python benchmarks/bench_rollout.py --size cpu [--quick] [--repeats 3] [--only meta throughput]
-Writes bench_results/bench_rollout.json.
+Sizes: cpu (tiny random Qwen2, d=128, 4 layers: Python overhead dominates), cpu-real (SmolLM2-135M's shape, random
+weights: the matmuls dominate; meta-prover L=768 k=6 m=4 a=16, sampling 8 x 64), gpu (R1-Distill-Qwen-1.5B's shape).
+
+    python benchmarks/bench_rollout.py --size cpu [--quick] [--repeats 3] [--warmup 1] [--only meta throughput]
+Writes bench_results/bench_rollout.json (bench_rollout_<size>.json for other sizes).
 """
 from __future__ import annotations
 
@@ -33,26 +39,31 @@ import time
 import torch
 
 SIZES = {
-    # model shape, meta-prover workload, throughput workload
-    "cpu": dict(model=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
-                           num_key_value_heads=2, head_dim=32, vocab_size=2048),
+    # model shape (architecture: transformers' config class prefix), meta-prover workload, throughput workload
+    "cpu": dict(arch="Qwen2", model=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                                         num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=2048),
                 L=1024, k=8, m=4, t=24, a=32, prompt=32, batch=16, new_tokens=256, dtype="float32", device="cpu"),
-    "gpu": dict(model=dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+    # SmolLM2-135M's shape (Llama, tied embeddings), random weights: here the matmuls dominate, not Python.
+    "cpu-real": dict(arch="Llama", model=dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                              num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                                              vocab_size=49152),
+                     L=768, k=6, m=4, t=24, a=16, prompt=32, batch=8, new_tokens=64, dtype="float32", device="cpu"),
+    "gpu": dict(arch="Qwen2", model=dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                            num_key_value_heads=2, head_dim=128, vocab_size=151936),
                 L=4096, k=8, m=8, t=40, a=256, prompt=256, batch=64, new_tokens=1024, dtype="bfloat16",
                 device="cuda"),
 }
 
 
-def build_model(shape: dict, dtype: torch.dtype, device: str):
-    """A random Qwen2 model of `shape` (transformers) and the same weights as our CausalLM."""
+def build_model(arch: str, shape: dict, dtype: torch.dtype, device: str):
+    """A random `arch` (Qwen2, Llama) model of `shape` (transformers) and the same weights as our CausalLM."""
     import transformers
 
     from mrt.models import CausalLM
-    cfg = transformers.Qwen2Config(max_position_embeddings=32768, tie_word_embeddings=True, eos_token_id=0,
-                                   bos_token_id=1, **shape)
+    cfg = getattr(transformers, f"{arch}Config")(max_position_embeddings=32768, tie_word_embeddings=True,
+                                                 eos_token_id=0, bos_token_id=1, **shape)
     torch.manual_seed(0)
-    hf = transformers.Qwen2ForCausalLM(cfg).eval()
+    hf = getattr(transformers, f"{arch}ForCausalLM")(cfg).eval()
     path = tempfile.mkdtemp(prefix="bench_rollout_")
     hf.save_pretrained(path)
     ours = CausalLM.from_pretrained(path, dtype=dtype, device=device)
@@ -64,17 +75,30 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _timed(fn, repeats: int, device: str):
-    """(median seconds, last result) of fn() over `repeats` runs after one warm-up run."""
-    result = fn()
-    times = []
+WARMUP = 1     # set by --warmup
+
+
+def _side_by_side(fns: dict, repeats: int, device: str) -> dict:
+    """{name: (median seconds, last result, per-round seconds)}: WARMUP runs of each fn, then `repeats` rounds that
+    run every fn once in turn."""
+    results = {name: None for name in fns}
+    for _ in range(WARMUP):
+        for name, fn in fns.items():
+            results[name] = fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        result = fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
+        for name, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            results[name] = fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: (statistics.median(times[name]), results[name], times[name]) for name in fns}
+
+
+def _ratio(num: list[float], den: list[float]) -> float:
+    """Median over rounds of num/den: the speedup of den's method, each round's pair timed side by side."""
+    return round(statistics.median(a / max(b, 1e-9) for a, b in zip(num, den)), 2)
 
 
 def _workload(cfg):
@@ -136,15 +160,17 @@ def meta_prover_on_trace(hf, model, cfg, rows, repeats):
         eng.generate([trace[:P + b] + term for b in bounds for _ in range(m)], one)
         return eng.stats["tokens_computed"]
 
-    t_fork, n_fork = _timed(forks, repeats, dev)
-    t_plain, n_plain = _timed(plain, repeats, dev)
-    t_hf, _ = _timed(lambda: _hf_answers(hf, trace, term, bounds, cfg), repeats, dev)
+    res = _side_by_side({"hf": lambda: _hf_answers(hf, trace, term, bounds, cfg), "plain": plain, "fork": forks},
+                        repeats, dev)
     n_hf = L + _hf_tokens(cfg, bounds)            # the trace's own prefill once, then every prefix again
-    for name, n, s in [("(i) transformers generate", n_hf, t_hf), ("(ii) engine, no sharing", n_plain, t_plain),
-                       ("(iii) engine, forks", n_fork, t_fork)]:
+    for name, key, n in [("(i) transformers generate", "hf", n_hf), ("(ii) engine, no sharing", "plain", None),
+                         ("(iii) engine, forks", "fork", None)]:
+        s, n_res, per_round = res[key]
+        n = n_res if n is None else n
         rows.append(dict(workload=f"meta-prover on a trace L={L} k={k} m={m} t={t} a={a}", method=name,
                          tokens_computed=n, x_ideal=round(n / ideal, 3), seconds=round(s, 4),
-                         speedup_of_iii=round(s / t_fork, 2)))
+                         speedup_of_iii=_ratio(per_round, res["fork"][2]),
+                         round_seconds=[round(x, 3) for x in per_round]))
 
 
 def meta_prover_during_generation(hf, model, cfg, rows, repeats):
@@ -176,11 +202,11 @@ def meta_prover_during_generation(hf, model, cfg, rows, repeats):
         _hf_trace(hf, prompt, cfg)
         _hf_answers(hf, trace, term, bounds, cfg)     # the engine's trace: same prefixes for every method
 
-    t_trace_engine, trace = _timed(engine_trace, repeats, dev)
-    t_trace_hf, _ = _timed(lambda: _hf_trace(hf, prompt, cfg), repeats, dev)
-    t_fork, n_fork = _timed(forks, repeats, dev)
-    t_plain, n_plain = _timed(plain, repeats, dev)
-    t_hf, _ = _timed(transformers, repeats, dev)
+    trace = engine_trace()                            # the prefixes (i) runs: the engine's seeded trace
+    res = _side_by_side({"trace_engine": engine_trace, "trace_hf": lambda: _hf_trace(hf, prompt, cfg),
+                         "fork": forks, "plain": plain, "hf": transformers}, repeats, dev)
+    t_trace_engine, t_trace_hf = res["trace_engine"][0], res["trace_hf"][0]
+    (t_fork, n_fork, _), (t_plain, n_plain, _), (t_hf, _, _) = res["fork"], res["plain"], res["hf"]
     n_hf = L + _hf_tokens(cfg, bounds)
     meta_fork = max(t_fork - t_trace_engine, 1e-9)
     for name, n, s, trace_s in [("(i) transformers generate", n_hf, t_hf, t_trace_hf),
@@ -209,12 +235,14 @@ def throughput(hf, model, cfg, rows, repeats):
             hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N, min_new_tokens=N, do_sample=True,
                         temperature=1.0, pad_token_id=0)
 
-    t_eng, _ = _timed(engine, repeats, dev)
-    t_hf, _ = _timed(transformers, repeats, dev)
-    for name, s in [("transformers generate", t_hf), ("engine", t_eng)]:
+    res = _side_by_side({"hf": transformers, "engine": engine}, repeats, dev)
+    speedup = _ratio(res["hf"][2], res["engine"][2])
+    for name, key in [("transformers generate", "hf"), ("engine", "engine")]:
+        s, _, per_round = res[key]
         rows.append(dict(workload=f"sampling B={B} new={N}", method=name, tokens_computed=B * (P + N),
                          x_ideal=None, seconds=round(s, 4), speedup_of_iii=None,
-                         tokens_per_s=round(B * N / s, 1), engine_speedup=round(t_hf / t_eng, 2)))
+                         tokens_per_s=round(B * N / s, 1), engine_speedup=speedup,
+                         round_seconds=[round(x, 3) for x in per_round]))
 
 
 def main():
@@ -224,14 +252,20 @@ def main():
     ap.add_argument("--only", choices=["meta", "online", "throughput"], nargs="+", default=None,
                     help="workloads to run (default all); meta: the goal rows on a finished trace; online: during "
                          "generation")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per method (the median is reported)")
-    ap.add_argument("--out", default=os.path.join("bench_results", "bench_rollout.json"))
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds (the median is reported)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs of each method first")
+    ap.add_argument("--out", default=None, help="JSON path (default bench_results/bench_rollout[_<size>].json)")
     args = ap.parse_args()
+    global WARMUP
+    WARMUP = args.warmup
+    if args.out is None:
+        suffix = "" if args.size == "cpu" else f"_{args.size.replace('-', '_')}"
+        args.out = os.path.join("bench_results", f"bench_rollout{suffix}.json")
     cfg = dict(SIZES[args.size])
     if args.quick:
         cfg.update(L=256, k=4, new_tokens=64)
     dtype = getattr(torch, cfg["dtype"])
-    hf, model = build_model(cfg["model"], dtype, cfg["device"])
+    hf, model = build_model(cfg["arch"], cfg["model"], dtype, cfg["device"])
     rows: list[dict] = []
     only = set(args.only or ["meta", "online", "throughput"])
     if "meta" in only:
@@ -247,8 +281,8 @@ def main():
         print(" | ".join("" if r.get(c) is None else str(r[c]) for c in cols))
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump(dict(size=args.size, quick=args.quick, repeats=args.repeats, torch_threads=torch.get_num_threads(),
-                       config=cfg, rows=rows), f, indent=2)
+        json.dump(dict(size=args.size, quick=args.quick, repeats=args.repeats, warmup=args.warmup,
+                       torch_threads=torch.get_num_threads(), config=cfg, rows=rows), f, indent=2)
     return 0
 
 

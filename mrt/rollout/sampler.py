@@ -75,9 +75,9 @@ def _keep_threshold(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torc
 
 
 def _mask_top_k_top_p(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
-    """probs (B, V) with the tokens outside each row's top-k / top-p set zeroed (not renormalised): each row keeps
-    the tokens whose p is at least its `_keep_threshold`. Tokens tied with the threshold are all kept."""
-    return torch.where(probs >= _keep_threshold(probs, top_k, top_p), probs, torch.zeros_like(probs))
+    """probs (B, V), in place, with the tokens outside each row's top-k / top-p set zeroed (not renormalised): each
+    row keeps the tokens whose p is at least its `_keep_threshold`. Tokens tied with the threshold are all kept."""
+    return probs.masked_fill_(probs < _keep_threshold(probs, top_k, top_p), 0.0)
 
 
 def sample(logits: torch.Tensor, temperatures: list[float], top_ps: list[float], top_ks: list[int | None],
@@ -104,7 +104,7 @@ def sample(logits: torch.Tensor, temperatures: list[float], top_ps: list[float],
     if all(greedy):
         tokens = logits.argmax(dim=-1)
     else:
-        probs = logp_all.exp()
+        probs = logp_all.exp()                                                  # a fresh tensor: masked in place
         need_k = any(k for k in top_ks)
         need_p = any(p < 1.0 for p in top_ps)
         if need_k or need_p:
@@ -117,7 +117,7 @@ def sample(logits: torch.Tensor, temperatures: list[float], top_ps: list[float],
             fresh = torch.rand(len(unseeded), dtype=torch.float64).tolist()
             for b, x in zip(unseeded, fresh):
                 u[b] = x
-        cdf = probs.double().cumsum(dim=-1)                                     # (B, V)
+        cdf = torch.cumsum(probs, dim=-1, dtype=torch.float64)                  # (B, V), no float64 copy of probs
         total = cdf[:, -1:]
         # strictly below the total, so the first C_i above the target is always a kept token's (p_i > 0)
         target = torch.minimum(torch.tensor(u, dtype=torch.float64, device=device)[:, None] * total,

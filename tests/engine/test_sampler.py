@@ -99,7 +99,7 @@ def test_top_k_top_p_mask_matches_a_sorted_reference(seed):
     probs = torch.softmax(torch.randn(B, V) * 2, -1)
     top_k = torch.tensor([1, 5, 300, 301, 7, 2, 50, 301, 301])
     top_p = torch.tensor([1.0, 0.5, 0.9, 0.3, 1.0, 0.99, 0.2, 1e-6, 1.0])
-    masked = _mask_top_k_top_p(probs, top_k, top_p)
+    masked = _mask_top_k_top_p(probs.clone(), top_k, top_p)      # masks in place
     for b in range(B):
         order = probs[b].double().argsort(descending=True)
         mass_before = probs[b].double()[order].cumsum(0) - probs[b].double()[order]
