@@ -33,7 +33,8 @@ def test_dynamic_sampling_keeps_only_mixed_groups(tmp_path):
     cfg = tiny_config(tmp_path, "--rl.dynamic_sampling", "true", "--rl.dynamic_sampling_max_rounds", "4",
                       "--optim.prompts_per_step", "4", "--rollout.group_size", "4")
     tr = Trainer(cfg)
-    plain = Trainer(tiny_config(tmp_path / "plain", "--optim.prompts_per_step", "4", "--rollout.group_size", "4"))
+    plain = Trainer(tiny_config(tmp_path / "plain", "--optim.prompts_per_step", "4", "--rollout.group_size", "4",
+                                "--rl.dynamic_sampling", "false"))
     first, _ = plain.rollout(0)
     batch, info = tr.rollout(0)
     assert 1 <= info["rounds"] <= 4 and info["prompts_generated"] == 4 * info["rounds"]
