@@ -59,7 +59,8 @@ def _save_model(model, path: str) -> None:
 
 
 def save_checkpoint(root: str, step: int, model, *, tokenizer=None, optimizer=None, scheduler=None, config=None,
-                    extra: dict | None = None, keep_last: int | None = None, optimizer_state: dict | None = None) -> str:
+                    extra: dict | None = None, keep_last: int | None = None,
+                    optimizer_state: dict | None = None) -> str:
     """Write the checkpoint of `step` under root atomically; prune to the last keep_last; returns its folder.
 
     optimizer_state: an optimizer state dict gathered by the caller (FSDP2), saved when `optimizer` is None."""

