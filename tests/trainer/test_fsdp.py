@@ -27,9 +27,10 @@ def _env(rank: int, world: int, port: int) -> None:
 def _cfg(out_dir, strategy: str, *extra: str):
     from tests.trainer.trainer_helpers import tiny_config
     # rl.recompute_old_logp as in the paper presets: one more (no-grad) forward through the sharded model per step.
+    # Dynamic sampling (the default) runs rank-local extra generation rounds: the gather must stay out of them.
     return tiny_config(out_dir, "--distributed.strategy", strategy, "--optim.prompts_per_step", "2",
-                       "--rollout.max_new_tokens", "48", "--optim.steps", "3", "--rl.recompute_old_logp", "true",
-                       *extra)
+                       "--rollout.max_new_tokens", "32", "--optim.steps", "3", "--rl.recompute_old_logp", "true",
+                       "--rl.dynamic_sampling", "true", "--rl.dynamic_sampling_max_rounds", "2", *extra)
 
 
 def _first_run(rank: int, world: int, port: int, out: str) -> None:
