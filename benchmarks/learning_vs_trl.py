@@ -15,7 +15,7 @@ measured for the base model and both runs by the same code (`mrt.eval.run`, the 
 and seed): pass@1 of sampled traces at the training length. Wall time: the training loop alone (our steps' time/step
 sum; TRL's `trainer.train()`) and each whole run with model loading.
 
-    python benchmarks/learning_vs_trl.py --seeds 3                         # 250 steps, 512 held-out problems
+    python benchmarks/learning_vs_trl.py --seeds 3                         # the default's steps, 512 held-out problems
     python benchmarks/learning_vs_trl.py --steps 3 --problems 32 --samples 2   # a smoke run
 Over several seeds it also prints mean +- 95% t-intervals and ours minus TRL paired by seed.
 TRL is optional (`pip install trl`, or the `bench` extra); without it only our side runs, and it says so.
@@ -238,7 +238,7 @@ def _pm(mean: float, half: float, scale: float = 100.0, fmt: str = ".1f") -> str
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=250, help="training steps of both (the embedded default's 250)")
+    ap.add_argument("--steps", type=int, help="training steps of both (default: the embedded default's optim.steps)")
     ap.add_argument("--problems", type=int, default=512, help="held-out problems")
     ap.add_argument("--samples", type=int, default=4, help="samples per held-out problem")
     ap.add_argument("--seeds", type=int, default=1, help="number of seeds (seed, seed + 1, ...)")
@@ -246,6 +246,8 @@ def main() -> None:
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "learning_vs_trl"))
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "learning_vs_trl.json"))
     args = ap.parse_args()
+    if args.steps is None:
+        args.steps = load_config(None, []).optim.steps
     try:
         import trl
         trl_version = trl.__version__

@@ -16,6 +16,7 @@ writes a checkpoint of the last completed step and returns cleanly.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -226,6 +227,7 @@ class Trainer:
         adv = self.advantages(batch)
         t_upd = time.perf_counter()
         micro = micro_batches(batch, adv.advantages, cfg.optim.micro_batch_tokens, device=self.dist.device)
+        micro = self._same_count_on_every_rank(micro)
         n_tok, n_seq = self.dist.all_reduce_sum([batch.num_completion_tokens, len(batch)])
         stats = {}
         # rl.recompute_old_logp: old log-probs from the training forward (mrt.update); kl_old = engine - training.
@@ -255,6 +257,20 @@ class Trainer:
         self.step += 1
         rec["step"] = self.step
         return rec
+
+    def _same_count_on_every_rank(self, micro: list) -> list:
+        """FSDP2 all-gathers parameters in every forward and backward, so every rank must run the same number of
+        micro-batches (ranks differ in trace lengths, and dynamic sampling keeps different numbers of traces).
+        A rank with fewer repeats its last micro-batch with an all-false mask: the collectives run, the loss and
+        gradients get nothing from it."""
+        if self.dist.strategy != "fsdp" or self.dist.world_size == 1:
+            return micro
+        most = max(self.dist.all_gather_objects(len(micro)))      # a collective: every rank, every step
+        if not micro:       # no traces on this rank (optim.prompts_per_step < ranks): nothing to repeat
+            return micro
+        pad = dataclasses.replace(micro[-1], mask=torch.zeros_like(micro[-1].mask),
+                                  advantages=torch.zeros_like(micro[-1].advantages))
+        return micro + [pad] * (most - len(micro))
 
     def _ref_logp(self, mb):
         from mrt_kernels import fused_linear_logprobs

@@ -71,3 +71,24 @@ def test_normalised_regret_of_a_trace(tmp_path):
     # A wrong trace never succeeds: regret 1, whatever its length.
     assert tr._normalised_regret(_trace(0, 0.0, n=5)) == pytest.approx(1.0)
     assert tr._normalised_regret(_trace(0, 0.0, n=50)) == pytest.approx(1.0)
+
+
+def test_fsdp_ranks_run_the_same_number_of_micro_batches():
+    """A rank with fewer micro-batches repeats its last one, masked out, so FSDP's collectives pair up."""
+    import types
+
+    import torch
+
+    from mrt.rollout_batch import PackedUpdate
+
+    def mb(n):
+        return PackedUpdate(torch.arange(n), torch.arange(n), torch.arange(n), torch.ones(n, dtype=torch.bool),
+                            torch.ones(n), torch.zeros(n), torch.zeros(n, dtype=torch.int64), [n])
+
+    dist = types.SimpleNamespace(strategy="fsdp", world_size=2, all_gather_objects=lambda x: [x, 3])
+    micro = Trainer._same_count_on_every_rank(types.SimpleNamespace(dist=dist), [mb(5)])
+    assert len(micro) == 3
+    assert micro[0].mask.all() and not micro[1].mask.any() and not micro[2].mask.any()
+    assert torch.equal(micro[1].input_ids, micro[0].input_ids) and not micro[2].advantages.any()
+    ddp = types.SimpleNamespace(strategy="ddp", world_size=2, all_gather_objects=lambda x: [x, 3])
+    assert len(Trainer._same_count_on_every_rank(types.SimpleNamespace(dist=ddp), [mb(5)])) == 1

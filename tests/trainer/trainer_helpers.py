@@ -14,7 +14,9 @@ def tiny_config(out_dir: str, *extra: str):
             "--rollout.max_new_tokens", "64", "--eval.held_out", "4", "--logging.out_dir", str(out_dir),
             "--logging.progress_bar", "false", "--logging.plots", "false", "--checkpoint.every", "0",
             "--optim.lr", "1e-3", "--optim.warmup_ratio", "0", "--optim.schedule", "constant",
-            "--data.num_problems", "64", "--meta_prover.prompt_branches", "true", "--eval.samples", "1", *extra]
+            "--data.num_problems", "64", "--meta_prover.prompt_branches", "true", "--eval.samples", "1",
+            # B x G traces a step, as most tests count them (tests of dynamic sampling turn it back on)
+            "--rl.dynamic_sampling", "false", *extra]
     return load_config(None, args)
 
 
