@@ -17,7 +17,6 @@ writes a checkpoint of the last completed step and returns cleanly.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import random
 import time

@@ -15,6 +15,17 @@ SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
 QWEN_TOKENIZER_DIR = os.path.join(SHARED_DATA, "tokenizers", "Qwen2.5-Math-1.5B")
 
 
+def import_script(name: str):
+    """The module of scripts/<name>.py (the scripts are not a package)."""
+    import importlib
+    import sys
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
 def shared_file(*parts: str) -> str:
     path = os.path.join(SHARED_DATA, *parts)
     if not os.path.exists(path):

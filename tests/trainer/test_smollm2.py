@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from .real_models import ROOT, shared_file
+from .real_models import ROOT, import_script, shared_file
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +22,7 @@ NEW_TOKENS = 24
 
 @pytest.fixture(scope="module")
 def smollm2():
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    try:
-        import make_smollm2
-    finally:
-        sys.path.pop(0)
+    make_smollm2 = import_script("make_smollm2")
     why = make_smollm2.missing_requirements()
     if why is not None:
         pytest.skip(f"SmolLM2 real-weights tests: {why}")
