@@ -37,8 +37,8 @@ from mrt.eval.stats import mean_interval  # noqa: E402
 SIZES = {
     # RL steps, held-out problems, samples per problem, budgets (output tokens; the last one is the training
     # budget, rollout.max_new_tokens), extrapolation rounds and their tokens (0 rounds: off)
-    "cpu": dict(steps=250, problems=512, samples=4, budgets=[32, 64, 96], rounds=0, round_tokens=32),
-    "gpu": dict(steps=250, problems=1024, samples=16, budgets=[32, 64, 96], rounds=2, round_tokens=48),
+    "cpu": dict(steps=200, problems=512, samples=4, budgets=[32, 64, 96], rounds=0, round_tokens=32),
+    "gpu": dict(steps=200, problems=1024, samples=16, budgets=[32, 64, 96], rounds=2, round_tokens=48),
 }
 RUNS = {  # name -> train.py overrides; everything else is the embedded default
     "grpo": ["--rl.algo", "grpo"],
