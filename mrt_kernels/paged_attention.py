@@ -23,14 +23,12 @@ whose blocked matmuls win once a sequence has more new tokens.
 """
 from __future__ import annotations
 
-import functools
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 
-from ._backend import BackendError, extension_error, unavailable_reason
+from ._backend import BackendError, extension_error, flash_attn_error, select_backend, unavailable_reason
 
 __all__ = ["paged_attention", "paged_attention_ref", "PAGED_ATTENTION_BACKENDS"]
 
@@ -154,65 +152,69 @@ def _paged_attention_flash(q, k_cache, v_cache, block_tables, context_lens, cu_s
                                   softmax_scale=scale, causal=True, block_table=block_tables)
 
 
-@functools.lru_cache(maxsize=None)
-def _flash_attn_error() -> str | None:
-    try:
-        import flash_attn  # noqa: F401  (a Python-only install fails here, at its compiled module)
-    except Exception as exc:
-        return f"flash_attn is not importable ({exc})"
-    return None
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Launcher: checks, then backend choice.
 
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def _unavailable(backend: str, q: torch.Tensor, block_size: int) -> str | None:
+    """Why `backend` (one of PAGED_ATTENTION_BACKENDS) cannot run attention of q over a cache of block_size, or None:
+    the rules of _backend.unavailable_reason, then this op's own (dtypes, flash-attn's page and head sizes)."""
     if backend in ("reference", "sdpa"):
         return None
     if backend == "cpp":
         reason = unavailable_reason("cpp", q.device, cpp_op="paged_attention")
-        if reason is None and q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        if reason is None and q.dtype not in _DTYPES:
             reason = f"the C++ kernel takes fp32 / fp16 / bf16 (it accumulates in fp32), not {q.dtype}"
         return reason
     if backend == "triton":
         reason = unavailable_reason("triton", q.device, triton_ok=True)
-        if reason is None and q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        if reason is None and q.dtype not in _DTYPES:
             reason = f"the Triton kernel takes fp32 / fp16 / bf16, not {q.dtype}"
         return reason
-    if backend == "flash_attn":
-        if q.device.type != "cuda":
-            return f"flash-attn runs on CUDA tensors, these are on {q.device}"
-        if _flash_attn_error() is not None:
-            return _flash_attn_error()
-        if q.dtype not in (torch.float16, torch.bfloat16):
-            return f"flash-attn takes fp16 / bf16, not {q.dtype}"
-        if block_size % 256 != 0:
-            return f"flash-attn 2 needs blocks of a multiple of 256 tokens, the cache has {block_size}"
-        if q.shape[2] % 8 != 0 or q.shape[2] > 256:
-            return f"flash-attn needs a head dim that is a multiple of 8 and at most 256, not {q.shape[2]}"
-        return None
-    raise BackendError(f"paged_attention: unknown backend {backend!r}; choose one of {PAGED_ATTENTION_BACKENDS} "
-                       f"(or the aliases {sorted(_ALIASES)})")
+    if backend != "flash_attn":
+        raise BackendError(f"paged_attention: unknown backend {backend!r}; choose one of {PAGED_ATTENTION_BACKENDS} "
+                           f"(or the aliases {sorted(_ALIASES)})")
+    if q.device.type != "cuda":
+        return f"flash-attn runs on CUDA tensors, these are on {q.device}"
+    if flash_attn_error() is not None:
+        return flash_attn_error()
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        return f"flash-attn takes fp16 / bf16, not {q.dtype}"
+    if block_size % 256 != 0:
+        return f"flash-attn 2 needs blocks of a multiple of 256 tokens, the cache has {block_size}"
+    if q.shape[2] % 8 != 0 or q.shape[2] > 256:
+        return f"flash-attn needs a head dim that is a multiple of 8 and at most 256, not {q.shape[2]}"
+    return None
+
+
+def _auto_order(q: torch.Tensor, num_kv_heads: int, max_seqlen_q: int) -> tuple[str, ...]:
+    """The backends an automatic choice tries, fastest first (the module docstring says why)."""
+    if q.device.type == "cuda":
+        return ("flash_attn", "triton", "sdpa", "reference")
+    rows = max_seqlen_q * (q.shape[1] // max(num_kv_heads, 1))
+    return ("cpp", "sdpa", "reference") if rows <= CPP_MAX_ROWS else ("sdpa", "reference")
 
 
 def _select(q: torch.Tensor, block_size: int, num_kv_heads: int, max_seqlen_q: int, requested: str | None) -> str:
-    if requested is None:
-        requested = os.environ.get("MRT_KERNELS_BACKEND") or None
-    if requested is not None:
-        name = _ALIASES.get(requested, requested)
-        reason = _unavailable(name, q, block_size)
-        if reason is not None:
-            raise BackendError(f"paged_attention: backend {requested!r} is not available: {reason}")
-        return name
-    if q.device.type == "cuda":
-        order = ("flash_attn", "triton", "sdpa")
-    else:
-        rows = max_seqlen_q * (q.shape[1] // max(num_kv_heads, 1))
-        order = ("cpp", "sdpa") if rows <= CPP_MAX_ROWS else ("sdpa",)
-    return next(b for b in order + ("reference",) if _unavailable(b, q, block_size) is None)
+    return select_backend("paged_attention", q.device, requested, names=PAGED_ATTENTION_BACKENDS, aliases=_ALIASES,
+                          unavailable=lambda backend: _unavailable(backend, q, block_size),
+                          auto_order=_auto_order(q, num_kv_heads, max_seqlen_q))
 
 
 def _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q, max_context_len, scale):
+    """Every argument, raising ValueError naming it: the tensors, the scalars, then (CPU only) the metadata's values."""
+    _check_tensors(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q)
+    _check_scalars(max_seqlen_q, max_context_len, scale)
+    # Value checks where the metadata is on the CPU; on a GPU they would cost a device sync per step.
+    if q.device.type == "cpu":
+        _check_metadata(q.shape[0], k_cache.shape[:2], block_tables, context_lens, cu_seqlens_q, max_seqlen_q,
+                        max_context_len)
+
+
+def _check_tensors(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q) -> None:
+    """Types, shapes, dtypes, strides and devices."""
     named = dict(q=q, k_cache=k_cache, v_cache=v_cache, block_tables=block_tables, context_lens=context_lens,
                  cu_seqlens_q=cu_seqlens_q)
     for name, t in named.items():
@@ -248,14 +250,22 @@ def _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_se
     if cu_seqlens_q.shape != (batch + 1,) or cu_seqlens_q.dtype != torch.int32:
         raise ValueError(f"paged_attention: cu_seqlens_q must be ({batch + 1},) int32, got "
                          f"{tuple(cu_seqlens_q.shape)} {cu_seqlens_q.dtype}")
+
+
+def _check_scalars(max_seqlen_q, max_context_len, scale) -> None:
     for name, x in (("max_seqlen_q", max_seqlen_q), ("max_context_len", max_context_len)):
         if not isinstance(x, int) or isinstance(x, bool) or x < 0:
             raise ValueError(f"paged_attention: {name} must be an int >= 0, got {x!r}")
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"paged_attention: scale must be a finite float > 0, got {scale!r}")
-    # Value checks where the metadata is on the CPU; on a GPU they would cost a device sync per step.
-    if q.device.type != "cpu":
-        return
+
+
+def _check_metadata(n_tokens, cache_shape, block_tables, context_lens, cu_seqlens_q, max_seqlen_q,
+                    max_context_len) -> None:
+    """The values of CPU metadata: query runs, context lengths and their bounds, block ids. cache_shape:
+    (num_blocks, block_size)."""
+    num_blocks, block_size = cache_shape
+    batch = block_tables.shape[0]
     cu, ctx = cu_seqlens_q.long(), context_lens.long()
     q_lens = cu[1:] - cu[:-1]
     if int(cu[0]) != 0 or int(cu[-1]) != n_tokens or bool((q_lens < 0).any()):
@@ -268,14 +278,13 @@ def _check(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_se
         raise ValueError(f"paged_attention: context_lens[{b}] = {int(ctx[b])} < its {int(q_lens[b])} new tokens")
     if batch and int(ctx.max()) > max_context_len:
         raise ValueError(f"paged_attention: max_context_len = {max_context_len} < context_lens max {int(ctx.max())}")
-    block_size = k_cache.shape[1]
     if bool((ctx > block_tables.shape[1] * block_size).any()):
         raise ValueError(f"paged_attention: context_lens exceed block_tables' {block_tables.shape[1]} blocks of "
                          f"{block_size}")
     used = torch.arange(block_tables.shape[1])[None, :] < (ctx[:, None] + block_size - 1) // block_size
     entries = block_tables[used]
-    if entries.numel() and (int(entries.min()) < 0 or int(entries.max()) >= k_cache.shape[0]):
-        raise ValueError(f"paged_attention: block_tables holds blocks outside [0, {k_cache.shape[0]})")
+    if entries.numel() and (int(entries.min()) < 0 or int(entries.max()) >= num_blocks):
+        raise ValueError(f"paged_attention: block_tables holds blocks outside [0, {num_blocks})")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
