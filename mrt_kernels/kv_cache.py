@@ -6,8 +6,8 @@ tensor kv_cache (num_layers, 2, num_blocks, block_size, Hkv, D); copy_blocks wor
 copies a block in every layer, K and V (the copy-on-write of a shared, partly filled block when a branch forks).
 
 Both ops write in place, move bits without arithmetic (so every backend must match the reference exactly) and have no
-gradient (generation only): there is no autograd.Function. Backends: "cuda" (csrc/kv_cache.cu), "triton", "cpp"
-(csrc/kv_cache.cpp), "reference".
+gradient (generation only): there is no autograd.Function. Backends: "cuda" (csrc/kv_cache.cu, glue in
+csrc/kv_cache_cuda.cpp), "triton" (_kv_cache_triton.py), "cpp" (csrc/kv_cache.cpp), "reference".
 """
 from __future__ import annotations
 
@@ -37,68 +37,17 @@ def copy_blocks_ref(kv_cache: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Triton kernels (pure data movement: no derivative to write down). Defined only where Triton imports.
-
-try:
-    import triton
-    import triton.language as tl
-except Exception:  # no Triton: the other backends still run
-    triton = None
-
-if triton is not None:
-
-    @triton.jit
-    def _store_kv_kernel(key_ptr, value_ptr, k_cache_ptr, v_cache_ptr, slot_ptr, ks0, ks1, vs0, vs1,
-                         HEADS: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr):
-        # One program per token n: the HEADS * DIM values of its key/value go to the contiguous slot row.
-        n = tl.program_id(0).to(tl.int64)
-        slot = tl.load(slot_ptr + n).to(tl.int64)
-        for start in range(0, HEADS * DIM, BLOCK):
-            i = start + tl.arange(0, BLOCK)
-            mask = i < HEADS * DIM
-            h = i // DIM
-            d = i % DIM
-            k = tl.load(key_ptr + n * ks0 + h * ks1 + d, mask=mask)
-            v = tl.load(value_ptr + n * vs0 + h * vs1 + d, mask=mask)
-            tl.store(k_cache_ptr + slot * (HEADS * DIM) + i, k, mask=mask)
-            tl.store(v_cache_ptr + slot * (HEADS * DIM) + i, v, mask=mask)
-
-    @triton.jit
-    def _copy_blocks_kernel(cache_ptr, src_ptr, dst_ptr, plane_elems, BLOCK_ELEMS: tl.constexpr,
-                            BLOCK: tl.constexpr):
-        # Grid (pairs, planes, chunks): plane p = (layer, K/V) of the contiguous cache; chunk c of block src[i]
-        # goes to the same place of block dst[i].
-        i = tl.program_id(0)
-        p = tl.program_id(1).to(tl.int64)
-        c = tl.program_id(2)
-        src = tl.load(src_ptr + i).to(tl.int64)
-        dst = tl.load(dst_ptr + i).to(tl.int64)
-        j = c * BLOCK + tl.arange(0, BLOCK)
-        mask = j < BLOCK_ELEMS
-        x = tl.load(cache_ptr + p * plane_elems + src * BLOCK_ELEMS + j, mask=mask)
-        tl.store(cache_ptr + p * plane_elems + dst * BLOCK_ELEMS + j, x, mask=mask)
-
+# Kernels: torch.ops.mrt_kernels.store_kv / copy_blocks (csrc/, C++ CPU and CUDA) and _kv_cache_triton.py (imported
+# lazily: it needs Triton).
 
 def _store_kv_triton(key, value, k_cache, v_cache, slot_mapping) -> None:
-    heads, dim = key.shape[1], key.shape[2]
-    if key.stride(2) != 1:
-        key = key.contiguous()
-    if value.stride(2) != 1:
-        value = value.contiguous()
-    if key.shape[0] == 0:
-        return
-    block = min(triton.next_power_of_2(heads * dim), 4096)
-    _store_kv_kernel[(key.shape[0],)](key, value, k_cache, v_cache, slot_mapping, key.stride(0), key.stride(1),
-                                      value.stride(0), value.stride(1), HEADS=heads, DIM=dim, BLOCK=block)
+    from ._kv_cache_triton import store_kv_triton
+    store_kv_triton(key, value, k_cache, v_cache, slot_mapping)
 
 
 def _copy_blocks_triton(kv_cache, src, dst) -> None:
-    if src.numel() == 0:
-        return
-    block_elems = kv_cache[0, 0, 0].numel()
-    block = min(triton.next_power_of_2(block_elems), 4096)
-    grid = (src.numel(), kv_cache.shape[0] * 2, triton.cdiv(block_elems, block))
-    _copy_blocks_kernel[grid](kv_cache, src, dst, kv_cache.stride(1), BLOCK_ELEMS=block_elems, BLOCK=block)
+    from ._kv_cache_triton import copy_blocks_triton
+    copy_blocks_triton(kv_cache, src, dst)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -196,7 +145,7 @@ def store_kv(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_ca
     if check:
         _check_store_kv(key, value, k_cache, v_cache, slot_mapping)
     which = select_backend("store_kv", k_cache.device, backend, cpp_op="store_kv", cuda_op="store_kv",
-                           triton_ok=triton is not None)
+                           triton_ok=True)
     if which == "reference":
         store_kv_ref(key, value, k_cache, v_cache, slot_mapping)
     elif which == "triton":
@@ -213,7 +162,7 @@ def copy_blocks(kv_cache: torch.Tensor, src: torch.Tensor | Sequence[int], dst: 
     """
     src, dst = _check_copy_blocks(kv_cache, src, dst)
     which = select_backend("copy_blocks", kv_cache.device, backend, cpp_op="copy_blocks", cuda_op="copy_blocks",
-                           triton_ok=triton is not None)
+                           triton_ok=True)
     if which == "reference":
         copy_blocks_ref(kv_cache, src, dst)
     elif which == "triton":
