@@ -12,6 +12,7 @@ from .fused_linear_logprobs import fused_linear_logprobs, fused_linear_logprobs_
 from .kv_cache import copy_blocks, copy_blocks_ref, store_kv, store_kv_ref
 from .paged_attention import paged_attention, paged_attention_ref
 from .progress_advantages import ProgressAdvantages, progress_advantages, progress_advantages_ref
+from . import _fake_kernels  # noqa: F401  (after the ops: registers their fake kernels for torch.compile)
 
 __all__ = [
     "BACKENDS", "BackendError", "available_backends", "extension_build", "extension_error",

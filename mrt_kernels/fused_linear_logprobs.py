@@ -23,7 +23,7 @@ import warnings
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._backend import extension_error, select_backend
+from ._backend import select_backend
 
 __all__ = ["fused_linear_logprobs", "fused_linear_logprobs_ref"]
 
@@ -52,23 +52,7 @@ def fused_linear_logprobs_ref(hidden: torch.Tensor, weight: torch.Tensor, target
     return logp, entropy
 
 
-# ---- compiled and Triton kernels: registration of their fake (shape-only) implementations ----------------------------
-
-def _fake_fwd(hidden, weight, targets, temperature, ignore_index, with_entropy, with_grad_hidden, chunk_size,
-              vocab_tile):
-    n, d = hidden.shape
-    new = lambda *shape: hidden.new_empty(shape, dtype=torch.float32)  # noqa: E731
-    return new(n), new(n), new(n if with_entropy else 0), (new(n, d) if with_grad_hidden else new(0))
-
-
-def _fake_bwd_weight(grad_logp, hidden, weight, targets, lse, temperature, ignore_index, chunk_size, vocab_tile):
-    return torch.empty_like(weight, memory_format=torch.contiguous_format)
-
-
-if extension_error() is None and hasattr(torch.ops.mrt_kernels, "fused_linear_logprobs_fwd"):
-    torch.library.register_fake("mrt_kernels::fused_linear_logprobs_fwd")(_fake_fwd)
-    torch.library.register_fake("mrt_kernels::fused_linear_logprobs_bwd_weight")(_fake_bwd_weight)
-
+# ---- the Triton kernels as dispatcher ops (their fake kernels: _fake_kernels.py) ----------------------------------
 
 @torch.library.custom_op("mrt_kernels::fused_linear_logprobs_triton_fwd", mutates_args=())
 def _triton_fwd(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, temperature: float,
@@ -85,10 +69,6 @@ def _triton_bwd_weight(grad_logp: torch.Tensor, hidden: torch.Tensor, weight: to
                        vocab_tile: int) -> torch.Tensor:
     from . import _fused_linear_logprobs_triton as tri
     return tri.bwd_weight(grad_logp, hidden, weight, targets, lse, temperature, ignore_index, chunk_size, vocab_tile)
-
-
-_triton_fwd.register_fake(_fake_fwd)
-_triton_bwd_weight.register_fake(_fake_bwd_weight)
 
 
 def _ops(backend: str):

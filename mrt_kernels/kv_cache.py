@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from ._backend import extension_error, select_backend
+from ._backend import select_backend
 
 __all__ = ["store_kv", "copy_blocks", "store_kv_ref", "copy_blocks_ref"]
 
@@ -170,13 +170,3 @@ def copy_blocks(kv_cache: torch.Tensor, src: torch.Tensor | Sequence[int], dst: 
     else:
         torch.ops.mrt_kernels.copy_blocks(kv_cache, src, dst)
 
-
-# Fake (meta) kernels so the compiled ops trace under torch.compile; both mutate in place and return nothing.
-if extension_error() is None and hasattr(torch.ops.mrt_kernels, "store_kv"):
-    @torch.library.register_fake("mrt_kernels::store_kv")
-    def _store_kv_fake(key, value, k_cache, v_cache, slot_mapping):
-        return None
-
-    @torch.library.register_fake("mrt_kernels::copy_blocks")
-    def _copy_blocks_fake(kv_cache, src, dst):
-        return None

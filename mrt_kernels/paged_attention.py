@@ -28,7 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._backend import BackendError, extension_error, flash_attn_error, select_backend, unavailable_reason
+from ._backend import BackendError, flash_attn_error, select_backend, unavailable_reason
 
 __all__ = ["paged_attention", "paged_attention_ref", "PAGED_ATTENTION_BACKENDS"]
 
@@ -322,10 +322,3 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         q = q.contiguous()
     return paged_attention_triton(q, *args[1:], float(scale))
 
-
-# Fake (meta) kernel so the compiled op traces under torch.compile.
-if extension_error() is None and hasattr(torch.ops.mrt_kernels, "paged_attention"):
-    @torch.library.register_fake("mrt_kernels::paged_attention")
-    def _paged_attention_fake(q, k_cache, v_cache, block_tables, context_lens, cu_seqlens_q, max_seqlen_q,
-                              max_context_len, scale):
-        return q.new_empty(q.shape)

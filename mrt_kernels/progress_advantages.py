@@ -29,7 +29,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ._backend import extension_error, select_backend
+from ._backend import select_backend
 
 
 class ProgressAdvantages(NamedTuple):
@@ -113,14 +113,7 @@ def progress_advantages_ref(token_offsets, episode_offsets, episode_ends, J, J_p
 # Kernels: torch.ops.mrt_kernels.progress_advantages (csrc/, C++ CPU and CUDA) and _progress_advantages_triton.py.
 # All take the prepared inputs of _prepare and return float32 (advantages (T,), progress (E,), regret (B,)).
 # ----------------------------------------------------------------------------------------------------------------
-_OP = "progress_advantages"
-
-if extension_error() is None and hasattr(torch.ops.mrt_kernels, _OP):  # an older build may lack the op
-    @torch.library.register_fake("mrt_kernels::progress_advantages")
-    def _progress_advantages_fake(token_offsets, episode_offsets, episode_ends, J, J_prompt, rewards, order,
-                                  sorted_group_ids, num_tokens, alpha, mode, scale_by_std, eps):
-        f32 = dict(dtype=torch.float32, device=J.device)
-        return J.new_empty(num_tokens, **f32), J.new_empty(J.shape[0], **f32), J.new_empty(rewards.shape[0], **f32)
+_OP = "progress_advantages"  # its fake kernel: _fake_kernels.py
 
 
 # ----------------------------------------------------------------------------------------------------------------
