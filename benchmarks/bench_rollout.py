@@ -144,21 +144,20 @@ def meta_prover_on_trace(hf, model, cfg, rows, repeats):
     L, k, m, t, a, P, dev = cfg["L"], cfg["k"], cfg["m"], cfg["t"], cfg["a"], cfg["prompt"], cfg["device"]
     prompt, term, bounds, trace_params, answer, one, ideal = _workload(cfg)
     eng0 = Engine(model, block_size=16, num_blocks=L // 16 + 64)
-    trace = prompt + eng0.generate([prompt], trace_params)[0].outputs[0].token_ids
+    trace = prompt + eng0.generate([prompt], trace_params).outputs[0].outputs[0].token_ids
 
     def forks():        # (iii): the trace as a prompt; on its first step the hook forks every boundary
         eng = Engine(model, block_size=16, num_blocks=(L + k * m * (t + a)) // 16 + 8 * k * m)
         hook = lambda view: [ForkRequest(term, answer, tag=b, position=P + b) for b in bounds] \
             if len(view.output_token_ids) == 1 else None
-        out = eng.generate([trace], SamplingParams(temperature=0.0, max_tokens=1, stop_token_ids=[]), hook=hook)
-        assert len(out[0].outputs[0].branches) == k * m
-        return eng.stats["tokens_computed"]
+        gen = eng.generate([trace], SamplingParams(temperature=0.0, max_tokens=1, stop_token_ids=[]), hook=hook)
+        assert len(gen.outputs[0].outputs[0].branches) == k * m
+        return gen.stats.tokens_computed
 
     def plain():        # (ii): every answer a fresh prompt, no sharing
         eng = Engine(model, block_size=16, enable_prefix_caching=False,
                      num_blocks=k * m * (L + t + a) // 16 + 8 * k * m)
-        eng.generate([trace[:P + b] + term for b in bounds for _ in range(m)], one)
-        return eng.stats["tokens_computed"]
+        return eng.generate([trace[:P + b] + term for b in bounds for _ in range(m)], one).stats.tokens_computed
 
     res = _side_by_side({"hf": lambda: _hf_answers(hf, trace, term, bounds, cfg), "plain": plain, "fork": forks},
                         repeats, dev)
@@ -181,22 +180,23 @@ def meta_prover_during_generation(hf, model, cfg, rows, repeats):
 
     def engine_trace():
         eng = Engine(model, block_size=16, num_blocks=L // 16 + 64)
-        return prompt + eng.generate([prompt], trace_params)[0].outputs[0].token_ids
+        return prompt + eng.generate([prompt], trace_params).outputs[0].outputs[0].token_ids
 
     def forks():
         eng = Engine(model, block_size=16, num_blocks=(L + k * m * (t + a)) // 16 + 8 * k * m)
         hook = lambda view: [ForkRequest(term, answer, tag=len(view.output_token_ids))] \
             if len(view.output_token_ids) in bounds else None
-        out = eng.generate([prompt], trace_params, hook=hook)[0].outputs[0]
-        assert len(out.branches) == k * m
-        return eng.stats["tokens_computed"]
+        gen = eng.generate([prompt], trace_params, hook=hook)
+        assert len(gen.outputs[0].outputs[0].branches) == k * m
+        return gen.stats.tokens_computed
 
     def plain():
         eng = Engine(model, block_size=16, enable_prefix_caching=False,
                      num_blocks=(L + k * m * (L + t + a)) // 16 + 8 * k * m)
-        trace = prompt + eng.generate([prompt], trace_params)[0].outputs[0].token_ids
-        eng.generate([trace[:P + b] + term for b in bounds for _ in range(m)], one)
-        return eng.stats["tokens_computed"]
+        first = eng.generate([prompt], trace_params)
+        trace = prompt + first.outputs[0].outputs[0].token_ids
+        rest = eng.generate([trace[:P + b] + term for b in bounds for _ in range(m)], one)
+        return (first.stats + rest.stats).tokens_computed
 
     def transformers():
         _hf_trace(hf, prompt, cfg)

@@ -66,7 +66,7 @@ def extrapolate(engine, tokenizer, prompts: list[list[int]], reward: Callable[[s
     thought: list[list[int]] = [[] for _ in prompts]
     curve = ExtrapolationCurve()
     for r in range(rounds + 1):
-        outs = engine.generate([p + t for p, t in zip(prompts, thought)], params)
+        outs = engine.generate([p + t for p, t in zip(prompts, thought)], params).outputs
         stopped = []
         for i, out in enumerate(outs):
             comp = out.outputs[0]
@@ -75,7 +75,7 @@ def extrapolate(engine, tokenizer, prompts: list[list[int]], reward: Callable[[s
             thought[i] = thought[i] + new
             stopped.append(done)
         if r % eval_every == 0 or r == rounds:
-            answers = engine.generate([p + t + term_ids for p, t in zip(prompts, thought)], meta_params)
+            answers = engine.generate([p + t + term_ids for p, t in zip(prompts, thought)], meta_params).outputs
             acc = mean([mean([reward(termination_text + c.text, i) for c in o.outputs]) for i, o in enumerate(answers)])
             curve.rounds.append(r)
             curve.tokens.append(mean([len(t) for t in thought]))

@@ -1,10 +1,13 @@
 """The rollout engine: continuous batching over a paged, prefix-shared KV cache, with branch forks.
 
     engine = Engine(model, tokenizer, block_size=16)          # the model's own parameters: no copy, no sync
-    outs = engine.generate(prompts, SamplingParams(...), hook=fn)
+    gen = engine.generate(prompts, SamplingParams(...), hook=fn)
+    gen.outputs[i].outputs[j].token_ids, .logprobs (float32 tensor), .branches; gen.stats: this call's counters
 
-One step = schedule (scheduler + block manager) -> run the model on the scheduled tokens (runner) -> sample the
-sequences whose tokens are all computed (sampler) -> stop checks -> hook -> forks -> free finished sequences.
+One step (`step`, one call per stage): schedule (scheduler + block manager) -> run the model on the scheduled tokens
+(runner) and mark them computed -> join the siblings of sequences whose tokens are all computed -> sample them
+(sampler) -> stop checks -> hook -> forks -> free finished sequences. Each call counts into its own GenerationStats
+(`stats`), passed to every stage; the engine keeps no counters between calls.
 
 Sharing, all through the block manager's reference counts:
 - the n samples of a prompt: sample 0 prefills the prompt; when its last prompt token is computed, samples 1..n-1
@@ -14,7 +17,8 @@ Sharing, all through the block manager's reference counts:
   ForkRequests; each spawns `params.n` branch sequences that share the parent's blocks up to the fork point (a
   partly filled block is copied only when a branch writes into it); the continuation is computed once, by the first
   branch, and the other n-1 share it as the n samples of a prompt do; then each samples its own answer.
-  Their results come back on the parent's CompletionOutput.branches.
+  Their results come back on the parent's CompletionOutput.branches, each with its ForkRequest's tag as given (the
+  engine never reads a tag: what it means is the hook's business).
 Stops: a token in `stop_token_ids` (None: the model's EOS ids; [] disables), a stop string in the decoded output
 ("stop"); `max_tokens` output tokens or the model's context length ("length").
 Text: only stop strings and an output's `.text` (decoded on first access) need the tokenizer; `from_pretrained`
@@ -29,17 +33,14 @@ from typing import Callable
 import torch
 
 from .block_manager import BlockManager
-from .outputs import BranchOutput, CompletionOutput, RequestOutput, _Text
+from .outputs import BranchOutput, CompletionOutput, Generation, RequestOutput, _Text
 from .runner import ModelRunner, kv_cache_bytes_per_block
 from .sampler import sample
-from .scheduler import Scheduler
+from .scheduler import ScheduledBatch, Scheduler
 from .sequence import BranchOrigin, ForkRequest, SamplingParams, Sequence, SequenceView
+from .stats import GenerationStats
 
 Hook = Callable[[SequenceView], "list[ForkRequest] | None"]
-
-_STAT_KEYS = ("prompt_tokens_computed", "prompt_tokens_cached", "generated_tokens", "branch_prompt_tokens_computed",
-              "branch_prompt_tokens_cached", "branch_generated_tokens", "recomputed_tokens", "tokens_computed",
-              "preemptions", "branches", "cow_copies", "steps")
 
 
 class Engine:
@@ -65,7 +66,6 @@ class Engine:
                                    max_num_batched_tokens=max_num_batched_tokens)
         grow = model.device.type == "cpu" if grow_kv_cache is None else grow_kv_cache
         self.runner = ModelRunner(model, num_blocks, block_size, grow=grow)
-        self.stats = {k: 0 for k in _STAT_KEYS}
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, dtype: torch.dtype | str = torch.float32,
@@ -108,7 +108,149 @@ class Engine:
 
     # ---- generate -----------------------------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams], *,
-                 hook: Hook | None = None, use_tqdm: bool = False) -> list[RequestOutput]:
+                 hook: Hook | None = None, use_tqdm: bool = False) -> Generation:
+        """Generate every prompt's `params.n` samples (and the hook's branches) -> their outputs and this call's
+        counters."""
+        params = self._check_requests(prompts, params)
+        groups = [self._add_request(i, prompt, sp) for i, (prompt, sp) in enumerate(zip(prompts, params))]
+        stats = GenerationStats()
+        bar = None
+        if use_tqdm:
+            from tqdm import tqdm
+            bar = tqdm(total=sum(len(g) for g in groups), desc="generate")
+        while self.scheduler.has_unfinished():
+            finished = self.step(hook, stats)
+            if bar is not None:
+                bar.update(sum(1 for s in finished if not s.is_branch))
+        if bar is not None:
+            bar.close()
+        outputs = [RequestOutput(list(prompt), [self._completion(s) for s in group])
+                   for prompt, group in zip(prompts, groups)]
+        return Generation(outputs, stats)
+
+    def step(self, hook: Hook | None, stats: GenerationStats) -> list[Sequence]:
+        """One engine step, counted into stats; returns the sequences that finished in it."""
+        batch = self._schedule()
+        logits, ready = self._run(batch, stats)
+        if not ready:
+            return []
+        seqs, logits = self._join_siblings(ready, logits, stats)
+        self._sample(seqs, logits, stats)
+        done = self._stopped(seqs)
+        self._call_hook(hook, seqs, stats)
+        self._finish(done)
+        return done
+
+    # ---- the parts of a step ------------------------------------------------------------------------------------
+    def _schedule(self) -> ScheduledBatch:
+        batch = self.scheduler.schedule()
+        if not batch.seqs:
+            raise RuntimeError("the scheduler made no progress (a bug: a sequence can neither run nor wait)")
+        return batch
+
+    def _run(self, batch: ScheduledBatch, stats: GenerationStats) -> tuple[torch.Tensor | None, list[Sequence]]:
+        """Run the model on the batch and mark its tokens computed -> (logits (S, V), the S sequences to sample)."""
+        self.runner.ensure_blocks(self.block_manager.num_touched_blocks)   # a growing pool follows the blocks used
+        logits, which = self.runner.run(batch)
+        self.block_manager.copies_done()         # the copies ran before the forward: their sources may be reused
+        stats.steps += 1
+        stats.preemptions += batch.num_preempted
+        stats.cow_copies += len(batch.copies)
+        stats.tokens_computed += batch.total_tokens
+        for seq, n in zip(batch.seqs, batch.num_tokens):
+            self._mark_computed(seq, n, stats)
+        return logits, [batch.seqs[i] for i in which]
+
+    def _mark_computed(self, seq: Sequence, n: int, stats: GenerationStats) -> None:
+        """seq's next n tokens have their K/V now: count them, advance, register the blocks they filled."""
+        self._count_computed(seq, n, stats)
+        seq.num_computed_tokens += n
+        seq.max_computed = max(seq.max_computed, seq.num_computed_tokens)
+        self.block_manager.register_full_blocks(seq)
+
+    def _join_siblings(self, ready: list[Sequence], logits: torch.Tensor,
+                       stats: GenerationStats) -> tuple[list[Sequence], torch.Tensor]:
+        """Samples 1..n-1 of a prompt (branches 1..m-1 of a fork) join their leader once its tokens are computed:
+        they share all its blocks and sample from its logits row -> (the sequences to sample, their logits)."""
+        seqs, rows = [], []
+        for r, seq in enumerate(ready):
+            seqs.append(seq)
+            rows.append(r)
+            for sib in seq.siblings:
+                self._share_blocks(seq, sib, len(sib), stats)
+                seqs.append(sib)
+                rows.append(r)
+            seq.siblings = []
+        if len(rows) != len(ready):
+            logits = logits.index_select(0, torch.tensor(rows, dtype=torch.int64, device=logits.device))
+        return seqs, logits
+
+    def _share_blocks(self, src: Sequence, seq: Sequence, n: int, stats: GenerationStats) -> None:
+        """seq (a sibling or a fork) starts running on src's blocks of its first n tokens, counted as cached."""
+        self.block_manager.fork(src, seq, n)
+        seq.admitted = seq.admitted_counted = True
+        seq.num_cached_tokens = seq.max_computed = n
+        stats.count_cached(seq.is_branch, n)
+        self.scheduler.add_running(seq)
+
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor, stats: GenerationStats) -> None:
+        """Draw each sequence's next token from its logits row and append it with its log-prob."""
+        tokens, logprobs = sample(logits, [s.params.temperature for s in seqs], [s.params.top_p for s in seqs],
+                                  [s.params.top_k for s in seqs], [s.draw_key() for s in seqs])
+        for seq, tok, lp in zip(seqs, tokens.tolist(), logprobs.tolist()):
+            seq.append_token(tok, lp)
+            seq.num_new_tokens = 1
+            stats.count_sampled(seq.is_branch)
+
+    def _stopped(self, seqs: list[Sequence]) -> list[Sequence]:
+        """The sequences whose last token stops them, with their finish_reason set."""
+        done = []
+        for seq in seqs:
+            reason = self._stop_reason(seq)
+            if reason is not None:
+                seq.finish_reason = reason
+                done.append(seq)
+        return done
+
+    def _call_hook(self, hook: Hook | None, seqs: list[Sequence], stats: GenerationStats) -> None:
+        """Show the hook each non-branch sequence that just sampled (finishing ones too) and fork what it asks."""
+        if hook is None:
+            return
+        for seq in seqs:
+            if seq.is_branch:
+                continue
+            view = SequenceView(seq.request_index, seq.sample_index, seq.token_ids[:seq.num_prompt_tokens],
+                                seq.output_token_ids, seq.num_new_tokens)
+            for fork in hook(view) or ():
+                self._fork(seq, fork, stats)
+
+    def _finish(self, done: list[Sequence]) -> None:
+        for seq in done:
+            self.scheduler.finish(seq, seq.finish_reason)
+
+    def _fork(self, parent: Sequence, req: ForkRequest, stats: GenerationStats) -> None:
+        """`req.params.n` branches of parent at req.position: one leader computes the continuation, the other n-1
+        join it when it is computed and draw their first token from the same logits (as the n samples of a prompt
+        do), so the continuation is computed once."""
+        position = len(parent) if req.position is None else req.position
+        if not 1 <= position <= len(parent):
+            raise ValueError(f"fork position {position} outside 1..{len(parent)} (the parent's tokens)")
+        tokens = parent.token_ids[:position] + list(req.continuation_token_ids)
+        self._check_prompt(tokens, "a branch (prefix + continuation)")
+        # Share what is computed, but leave the last token uncomputed: its logits give the first branch token.
+        shared = min(position, parent.num_computed_tokens, len(tokens) - 1)
+        origin = BranchOrigin(parent, position, list(req.continuation_token_ids), req.tag)
+        children = [Sequence(list(tokens), req.params, request_index=parent.request_index, sample_index=k,
+                             branch=origin) for k in range(req.params.n)]
+        children[0].siblings = children[1:]
+        parent.branches.extend(children)
+        stats.branches += len(children)
+        self._share_blocks(parent, children[0], shared, stats)
+
+    # ---- helpers ------------------------------------------------------------------------------------------------
+    def _check_requests(self, prompts: list[list[int]],
+                        params: SamplingParams | list[SamplingParams]) -> list[SamplingParams]:
+        """One SamplingParams per prompt; raises before any work on a bad prompt or a missing tokenizer."""
         if isinstance(params, SamplingParams):
             params = [params] * len(prompts)
         if len(params) != len(prompts):
@@ -117,92 +259,15 @@ class Engine:
             self._check_prompt(p, f"prompt {i}")
         if any(sp.stop_strings for sp in params):
             self._require_tokenizer("stop strings")      # fail before any work, not at the first sampled token
-        groups: list[list[Sequence]] = []
-        for i, (prompt, sp) in enumerate(zip(prompts, params)):
-            group = [Sequence(list(prompt), sp, request_index=i, sample_index=j) for j in range(sp.n)]
-            group[0].siblings = group[1:]
-            self.scheduler.add(group[0])
-            groups.append(group)
-        bar = None
-        if use_tqdm:
-            from tqdm import tqdm
-            bar = tqdm(total=sum(len(g) for g in groups), desc="generate")
-        while self.scheduler.has_unfinished():
-            finished = self.step(hook)
-            if bar is not None:
-                bar.update(sum(1 for s in finished if not s.is_branch))
-        if bar is not None:
-            bar.close()
-        return [RequestOutput(list(prompt), [self._completion(s) for s in group])
-                for prompt, group in zip(prompts, groups)]
+        return params
 
-    def step(self, hook: Hook | None = None) -> list[Sequence]:
-        """One engine step; returns the sequences that finished in it."""
-        batch = self.scheduler.schedule()
-        if not batch.seqs:
-            raise RuntimeError("the scheduler made no progress (a bug: a sequence can neither run nor wait)")
-        self.runner.ensure_blocks(self.block_manager.num_touched_blocks)   # a growing pool follows the blocks used
-        logits, which = self.runner.run(batch)
-        self.block_manager.copies_done()         # the copies ran before the forward: their sources may be reused
-        st = self.stats
-        st["steps"] += 1
-        st["preemptions"] += batch.num_preempted
-        st["cow_copies"] += len(batch.copies)
-        st["tokens_computed"] += batch.total_tokens
-        for seq, n in zip(batch.seqs, batch.num_tokens):
-            self._count_computed(seq, n)
-            seq.num_computed_tokens += n
-            seq.max_computed = max(seq.max_computed, seq.num_computed_tokens)
-            self.block_manager.register_full_blocks(seq)
-        if not which:
-            return []
+    def _add_request(self, index: int, prompt: list[int], params: SamplingParams) -> list[Sequence]:
+        """The request's n samples; sample 0 waits for admission, 1..n-1 join it when its prompt is computed."""
+        group = [Sequence(list(prompt), params, request_index=index, sample_index=j) for j in range(params.n)]
+        group[0].siblings = group[1:]
+        self.scheduler.add(group[0])
+        return group
 
-        # Samples 1..n-1 of a prompt join now, sharing all of sample 0's prompt blocks and its logits.
-        to_sample, rows = [], []
-        for r, i in enumerate(which):
-            seq = batch.seqs[i]
-            to_sample.append(seq)
-            rows.append(r)
-            for sib in seq.siblings:
-                self.block_manager.fork(seq, sib, seq.num_computed_tokens)
-                sib.admitted = True
-                sib.num_cached_tokens = len(sib)
-                sib.max_computed = len(sib)
-                sib.admitted_counted = True
-                st["branch_prompt_tokens_cached" if sib.is_branch else "prompt_tokens_cached"] += len(sib)
-                self.scheduler.add_running(sib)
-                to_sample.append(sib)
-                rows.append(r)
-            seq.siblings = []
-        if len(rows) != len(which):          # siblings joined: they sample from their leader's row
-            logits = logits.index_select(0, torch.tensor(rows, dtype=torch.int64, device=logits.device))
-        tokens, logprobs = sample(logits, [s.params.temperature for s in to_sample],
-                                  [s.params.top_p for s in to_sample], [s.params.top_k for s in to_sample],
-                                  [s.draw_key() for s in to_sample])
-        tokens, logprobs = tokens.tolist(), logprobs.tolist()
-
-        done = []
-        for seq, tok, lp in zip(to_sample, tokens, logprobs):
-            seq.append_token(tok, lp)
-            seq.num_new_tokens = 1
-            st["branch_generated_tokens" if seq.is_branch else "generated_tokens"] += 1
-            reason = self._stop_reason(seq)
-            if reason is not None:
-                seq.finish_reason = reason
-                done.append(seq)
-        if hook is not None:
-            for seq in to_sample:
-                if seq.is_branch:
-                    continue
-                view = SequenceView(seq.request_index, seq.sample_index, seq.token_ids[:seq.num_prompt_tokens],
-                                    seq.output_token_ids, seq.num_new_tokens)
-                for fork in hook(view) or ():
-                    self._fork(seq, fork)
-        for seq in done:
-            self.scheduler.finish(seq, seq.finish_reason)
-        return done
-
-    # ---- helpers ------------------------------------------------------------------------------------------------
     def _check_prompt(self, tokens: list[int], what: str) -> None:
         if len(tokens) == 0:
             raise ValueError(f"{what} is empty")
@@ -214,19 +279,19 @@ class Engine:
         if min(tokens) < 0 or max(tokens) >= v:
             raise ValueError(f"{what} has token ids outside [0, {v})")
 
-    def _count_computed(self, seq: Sequence, n: int) -> None:
-        """Split the n tokens computed for seq into first-time prompt tokens, recomputed ones and decode tokens."""
+    def _count_computed(self, seq: Sequence, n: int, stats: GenerationStats) -> None:
+        """Split the n tokens computed for seq into first-time prompt tokens, recomputed ones and decode tokens; on
+        its first step after admission, count the prompt tokens the prefix cache served it."""
         c = seq.num_computed_tokens
         recomputed = max(0, min(c + n, seq.max_computed) - c)
         prompt = max(0, min(c + n, seq.num_prompt_tokens) - max(c, seq.max_computed))
-        self.stats["recomputed_tokens"] += recomputed
-        self.stats["prompt_tokens_computed"] += prompt
+        stats.recomputed_tokens += recomputed
+        stats.prompt_tokens_computed += prompt
         if seq.is_branch:
-            self.stats["branch_prompt_tokens_computed"] += prompt
+            stats.branch_prompt_tokens_computed += prompt
         if not seq.admitted_counted:
             seq.admitted_counted = True
-            self.stats["branch_prompt_tokens_cached" if seq.is_branch else "prompt_tokens_cached"] += \
-                seq.num_cached_tokens
+            stats.count_cached(seq.is_branch, seq.num_cached_tokens)
 
     def _stop_reason(self, seq: Sequence) -> str | None:
         sp = seq.params
@@ -247,29 +312,6 @@ class Engine:
             return "length"
         return None
 
-    def _fork(self, parent: Sequence, req: ForkRequest) -> None:
-        position = len(parent) if req.position is None else req.position
-        if not 1 <= position <= len(parent):
-            raise ValueError(f"fork position {position} outside 1..{len(parent)} (the parent's tokens)")
-        tokens = parent.token_ids[:position] + list(req.continuation_token_ids)
-        self._check_prompt(tokens, "a branch (prefix + continuation)")
-        # Share what is computed, but leave the last token uncomputed: its logits give the first branch token.
-        shared = min(position, parent.num_computed_tokens, len(tokens) - 1)
-        origin = BranchOrigin(parent, position, list(req.continuation_token_ids), req.tag)
-        # One branch computes the continuation; the other n-1 join it when it is computed and draw their first
-        # token from the same logits (as the n samples of a prompt do), so the continuation is computed once.
-        children = [Sequence(list(tokens), req.params, request_index=parent.request_index, sample_index=k,
-                             branch=origin) for k in range(req.params.n)]
-        leader = children[0]
-        leader.siblings = children[1:]
-        self.block_manager.fork(parent, leader, shared)
-        leader.admitted = leader.admitted_counted = True
-        leader.num_cached_tokens = leader.max_computed = shared
-        self.stats["branch_prompt_tokens_cached"] += shared
-        self.stats["branches"] += len(children)
-        parent.branches.extend(children)
-        self.scheduler.add_running(leader)
-
     def _require_tokenizer(self, what: str):
         return _require_tokenizer(self.tokenizer, what)
 
@@ -282,11 +324,16 @@ class Engine:
                                        seq.params.stop_strings))
 
     def _completion(self, seq: Sequence) -> CompletionOutput:
+        """seq's output, its log-probs as one float32 tensor (made here, once: the sequence keeps floats per step)."""
         branches = [BranchOutput(b.branch.tag, b.branch.position, b.branch.continuation_token_ids,
-                                 b.output_token_ids, b.logprobs, b.finish_reason, self._lazy_text(b))
+                                 b.output_token_ids, _logprobs(b), b.finish_reason, self._lazy_text(b))
                     for b in seq.branches]
-        return CompletionOutput(seq.sample_index, seq.output_token_ids, seq.logprobs, seq.finish_reason,
+        return CompletionOutput(seq.sample_index, seq.output_token_ids, _logprobs(seq), seq.finish_reason,
                                 seq.num_cached_tokens, branches, self._lazy_text(seq))
+
+
+def _logprobs(seq: Sequence) -> torch.Tensor:
+    return torch.tensor(seq.logprobs, dtype=torch.float32)
 
 
 def _require_tokenizer(tokenizer, what: str):

@@ -1,5 +1,7 @@
-"""What `Engine.generate` returns: one RequestOutput per prompt, n CompletionOutputs each, their branches.
+"""What `Engine.generate` returns: a Generation, the call's outputs (one RequestOutput per prompt, n
+CompletionOutputs each, their branches) and its counters (GenerationStats, see `stats`).
 
+Log-probs are 1-D float32 tensors, one per sampled token, made once when generation ends: what the trainer packs.
 `text` is decoded on first access (and kept): generating from token ids needs no tokenizer, so an engine without
 one returns outputs whose ids are complete and whose `.text` raises, saying why.
 """
@@ -7,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import torch
+
+from .stats import GenerationStats
 
 
 @dataclass
@@ -30,7 +36,7 @@ class BranchOutput:
     position: int
     continuation_token_ids: list[int]
     token_ids: list[int]               # the branch's sampled tokens (after the continuation)
-    logprobs: list[float]
+    logprobs: torch.Tensor             # (len(token_ids),) float32, as CompletionOutput.logprobs
     finish_reason: str
     text_: _Text = field(default_factory=_Text, repr=False)
 
@@ -43,7 +49,7 @@ class BranchOutput:
 class CompletionOutput:
     index: int
     token_ids: list[int]
-    logprobs: list[float]              # log_softmax(logits / T)[token] of each sampled token (T = 1 when greedy)
+    logprobs: torch.Tensor             # (len(token_ids),) float32: log_softmax(logits / T)[token] (T = 1 if greedy)
     finish_reason: str                 # "stop" | "length"
     num_cached_tokens: int             # prompt tokens served from the prefix cache (or shared with a sibling)
     branches: list[BranchOutput] = field(default_factory=list)
@@ -58,3 +64,10 @@ class CompletionOutput:
 class RequestOutput:
     prompt_token_ids: list[int]
     outputs: list[CompletionOutput]
+
+
+@dataclass
+class Generation:
+    """One `Engine.generate` call: an output per prompt, in prompt order, and what the call computed."""
+    outputs: list[RequestOutput]
+    stats: GenerationStats = field(default_factory=GenerationStats)

@@ -91,7 +91,7 @@ class Sequence:
     num_cached_tokens: int = 0          # prompt tokens served from the cache at first admission
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[bytes] = field(default_factory=list)   # chain hashes of the leading full, computed blocks
-    logprobs: list[float] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)      # per sampled token; outputs get one tensor at the end
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: str | None = None
     stop_text_end: int | None = None    # where the output text is cut when a stop string matched

@@ -14,7 +14,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from mrt.models import CausalLM  # noqa: E402
-from mrt.rollout import Engine, ForkRequest, SamplingParams  # noqa: E402
+from mrt.rollout import Engine, ForkRequest, GenerationStats, SamplingParams  # noqa: E402
 from tests.tiny_hf import unit_scale_weights_
 
 VOCAB, EOS = 103, 2
@@ -69,16 +69,16 @@ def test_greedy_matches_transformers(models, prefix_caching, seed):
     prompts = _prompts(rng, 3) + _prompts(rng, 3, shared_prefix=9)
     engine = Engine(model, block_size=4, num_blocks=64, enable_prefix_caching=prefix_caching,
                     max_num_batched_tokens=40)
-    outs = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=12))
-    for i, (p, o) in enumerate(zip(prompts, outs)):
+    gen = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=12))
+    for i, (p, o) in enumerate(zip(prompts, gen.outputs)):
         c = o.outputs[0]
         _compare(c.token_ids, _hf_greedy(hf, p, 12), f"prompt {i}")
         assert c.finish_reason == ("stop" if c.token_ids[-1] == EOS else "length")
     if prefix_caching:
-        assert engine.stats["prompt_tokens_cached"] >= 8           # the shared 9-token head, in full blocks of 4
+        assert gen.stats.prompt_tokens_cached >= 8                  # the shared 9-token head, in full blocks of 4
     else:
-        assert engine.stats["prompt_tokens_cached"] == 0
-    assert engine.stats["prompt_tokens_computed"] + engine.stats["prompt_tokens_cached"] == sum(map(len, prompts))
+        assert gen.stats.prompt_tokens_cached == 0
+    assert gen.stats.prompt_tokens_computed + gen.stats.prompt_tokens_cached == sum(map(len, prompts))
     engine.block_manager.check_invariants([])                       # everything freed
 
 
@@ -90,11 +90,12 @@ def test_preemption_under_a_tiny_pool_gives_the_same_tokens(models, seed):
     big = Engine(model, block_size=4, num_blocks=128).generate(prompts, params)
     tiny = Engine(model, block_size=4, num_blocks=14)              # two or three sequences at a time
     small = tiny.generate(prompts, params)
-    assert tiny.stats["preemptions"] > 0 and tiny.stats["recomputed_tokens"] > 0
-    for i, (a, b) in enumerate(zip(small, big)):
+    assert small.stats.preemptions > 0 and small.stats.recomputed_tokens > 0
+    assert big.stats.preemptions == 0
+    for i, (a, b) in enumerate(zip(small.outputs, big.outputs)):
         _compare(a.outputs[0].token_ids, b.outputs[0].token_ids, f"prompt {i}")
-        torch.testing.assert_close(torch.tensor(a.outputs[0].logprobs), torch.tensor(b.outputs[0].logprobs),
-                                   atol=1e-5, rtol=0)
+        assert a.outputs[0].logprobs.dtype == torch.float32 and a.outputs[0].logprobs.shape == (16,)
+        torch.testing.assert_close(a.outputs[0].logprobs, b.outputs[0].logprobs, atol=1e-5, rtol=0)
 
 
 def test_logprobs_equal_the_models_tempered_log_softmax(models, seed):
@@ -103,7 +104,7 @@ def test_logprobs_equal_the_models_tempered_log_softmax(models, seed):
     prompts = _prompts(rng, 3)
     T = 0.7
     engine = Engine(model, block_size=4, num_blocks=64)
-    outs = engine.generate(prompts, SamplingParams(temperature=T, max_tokens=10, top_p=0.9, n=2, seed=seed))
+    outs = engine.generate(prompts, SamplingParams(temperature=T, max_tokens=10, top_p=0.9, n=2, seed=seed)).outputs
     hf64 = _hf_model_copy(hf, torch.float64)
     for p, o in zip(prompts, outs):
         for c in o.outputs:
@@ -113,7 +114,8 @@ def test_logprobs_equal_the_models_tempered_log_softmax(models, seed):
                 eager = torch.log_softmax(hf(ids).logits[0, len(p) - 1:-1].float() / T, -1)
             tok = torch.tensor(c.token_ids)[:, None]
             ref, eager = ref.gather(-1, tok)[:, 0], eager.gather(-1, tok)[:, 0].double()
-            got = torch.tensor(c.logprobs, dtype=torch.float64)
+            assert c.logprobs.dtype == torch.float32 and c.logprobs.shape == (len(c.token_ids),)
+            got = c.logprobs.double()
             bound = 2 * (eager - ref).abs().max().item() + 1e-5
             err = (got - ref).abs()
             assert err.max() <= bound, f"log-prob error {err.max():.2e} > {bound:.2e} at tokens " \
@@ -131,12 +133,13 @@ def test_n_samples_share_the_prompt_and_seeds_reproduce(models, seed):
     # A high temperature flattens the tiny model's (sometimes peaked) distribution, so the samples surely differ.
     params = SamplingParams(temperature=4.0, max_tokens=8, n=4, seed=seed, stop_token_ids=[])
     engine = Engine(model, block_size=4, num_blocks=64)
-    a = engine.generate([prompt], params)[0]
-    assert engine.stats["prompt_tokens_computed"] == len(prompt)
-    assert engine.stats["prompt_tokens_cached"] == 3 * len(prompt)
+    gen = engine.generate([prompt], params)
+    a = gen.outputs[0]
+    assert gen.stats.prompt_tokens_computed == len(prompt)
+    assert gen.stats.prompt_tokens_cached == 3 * len(prompt)
     assert [c.num_cached_tokens for c in a.outputs] == [0] + [len(prompt)] * 3
     # Run again, batched with other work: the prefix cache now serves sample 0 too, and the tokens are the same.
-    b = engine.generate([[5, 6, 7], prompt], [SamplingParams(max_tokens=5), params])[1]
+    b = engine.generate([[5, 6, 7], prompt], [SamplingParams(max_tokens=5), params]).outputs[1]
     assert [c.token_ids for c in a.outputs] == [c.token_ids for c in b.outputs]
     assert b.outputs[0].num_cached_tokens == 16
     assert len({tuple(c.token_ids) for c in a.outputs}) > 1, "the n samples should differ"
@@ -160,11 +163,11 @@ def test_forks_equal_fresh_greedy_runs(models, seed):
 
     params = SamplingParams(temperature=0.0, max_tokens=12, stop_token_ids=[])
     engine = Engine(model, block_size=4, num_blocks=96)
-    outs = engine.generate(prompts, params, hook=hook)
+    gen = engine.generate(prompts, params, hook=hook)
     plain = Engine(model, block_size=4, num_blocks=96).generate(prompts, params)
-    assert engine.stats["branches"] == 2 * 2 * len(prompts)
-    assert engine.stats["cow_copies"] > 0
-    for i, (p, o, q) in enumerate(zip(prompts, outs, plain)):
+    assert gen.stats.branches == 2 * 2 * len(prompts)
+    assert gen.stats.cow_copies > 0
+    for i, (p, o, q) in enumerate(zip(prompts, gen.outputs, plain.outputs)):
         c = o.outputs[0]
         _compare(c.token_ids, q.outputs[0].token_ids, f"parent {i} (forks must not change it)")
         tags = [b.tag for b in c.branches]
@@ -176,7 +179,7 @@ def test_forks_equal_fresh_greedy_runs(models, seed):
             # transformers stops at EOS; the branches here do not (stop_token_ids=[]): compare up to it.
             assert len(want) == 5 or want[-1] == EOS
             _compare(b.token_ids[:len(want)], want, f"prompt {i} branch {b.tag}")
-            assert b.finish_reason == "length" and len(b.logprobs) == 5
+            assert b.finish_reason == "length" and b.logprobs.dtype == torch.float32 and b.logprobs.shape == (5,)
     engine.block_manager.check_invariants([])
 
 
@@ -192,13 +195,31 @@ def test_branch_stats_count_only_continuations_and_answers(models):
         return None
 
     engine = Engine(model, block_size=4, num_blocks=128)
-    engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=10, stop_token_ids=[]), hook=hook)
-    st = engine.stats
+    st = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=10, stop_token_ids=[]), hook=hook).stats
     # Each fork computes the parent's last sampled token + the t continuation tokens once; each of the m answers
     # then takes a - 1 decode steps (its first token comes from the continuation's logits).
-    assert st["branch_prompt_tokens_computed"] == 2 * (t + 1)
-    assert st["tokens_computed"] == len(prompt) + 9 + 2 * ((t + 1) + m * (a - 1))
-    assert st["recomputed_tokens"] == 0 and st["branch_generated_tokens"] == 2 * m * a
+    assert st.branch_prompt_tokens_computed == 2 * (t + 1)
+    assert st.tokens_computed == len(prompt) + 9 + 2 * ((t + 1) + m * (a - 1))
+    assert st.recomputed_tokens == 0 and st.branch_generated_tokens == 2 * m * a
+    assert st.branches == 2 * m and st.generated_tokens == 10
+    # The counters are the call's own: a second call starts from zero.
+    again = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=10, stop_token_ids=[]), hook=hook)
+    assert again.stats.branches == st.branches and again.stats.generated_tokens == st.generated_tokens
+
+
+def test_generation_stats_by_name():
+    """The counters the trainer logs, by name (as_dict keeps the field order); stats of two calls add up."""
+    st = GenerationStats(steps=2, preemptions=1) + GenerationStats(steps=3, branches=4)
+    assert st.as_dict() == dict(prompt_tokens_computed=0, prompt_tokens_cached=0, generated_tokens=0,
+                                branch_prompt_tokens_computed=0, branch_prompt_tokens_cached=0,
+                                branch_generated_tokens=0, recomputed_tokens=0, tokens_computed=0, preemptions=1,
+                                branches=4, cow_copies=0, steps=5)
+
+
+def test_no_prompts_give_no_outputs_and_zero_counters(models):
+    _, model = models
+    gen = Engine(model, block_size=4, num_blocks=8).generate([], [])
+    assert gen.outputs == [] and gen.stats == GenerationStats()
 
 
 def test_too_long_prompt_raises(models):
@@ -206,7 +227,7 @@ def test_too_long_prompt_raises(models):
     engine = Engine(model, block_size=4, num_blocks=64)
     with pytest.raises(ValueError, match="context"):
         engine.generate([[5] * 128], SamplingParams(max_tokens=2))
-    out = engine.generate([[5] * 120], SamplingParams(temperature=0.0, max_tokens=50, stop_token_ids=[]))
+    out = engine.generate([[5] * 120], SamplingParams(temperature=0.0, max_tokens=50, stop_token_ids=[])).outputs
     assert len(out[0].outputs[0].token_ids) == 8 and out[0].outputs[0].finish_reason == "length"
 
 
@@ -222,17 +243,18 @@ def test_stop_tokens_and_stop_strings(models, seed):
     rng = random.Random(seed)
     prompt = _prompts(rng, 1)[0]
     engine = Engine(model, _LetterTokenizer(), block_size=4, num_blocks=64)
-    free = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=10, stop_token_ids=[]))[0]
+    free = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=10, stop_token_ids=[])).outputs[0]
     toks = free.outputs[0].token_ids
     text = free.outputs[0].text
     assert text == _LetterTokenizer().decode(toks) and free.outputs[0].finish_reason == "length"
     # Stop on the 6th token's id (first occurrence), and on the string spelled by tokens 4..5.
-    by_id = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=10, stop_token_ids=[toks[5]]))[0]
+    by_id = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=10,
+                                                     stop_token_ids=[toks[5]])).outputs[0]
     first = toks.index(toks[5])
     assert by_id.outputs[0].token_ids == toks[:first + 1] and by_id.outputs[0].finish_reason == "stop"
     stop = text[4:6]
     by_str = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=10, stop_token_ids=[],
-                                                      stop_strings=[stop]))[0].outputs[0]
+                                                      stop_strings=[stop])).outputs[0].outputs[0]
     end = text.index(stop)
     assert by_str.finish_reason == "stop" and by_str.token_ids == toks[:end + 2]
     assert by_str.text == text[:end]

@@ -80,8 +80,8 @@ def _checked(engine: Engine) -> dict:
         seen["steps_preempt_and_copy"] += bool(batch.num_preempted and batch.copies)
         return batch
 
-    def checked_step(hook=None):
-        done = step(hook)
+    def checked_step(hook, stats):
+        done = step(hook, stats)
         bm.check_invariants(sched.running)
         assert not bm.has_pending_copies
         return done
@@ -99,9 +99,9 @@ def _run(model, seed: int, temperature: float, num_blocks: int):
 
     engine = Engine(model, block_size=BLOCK, num_blocks=num_blocks, max_num_batched_tokens=48)
     seen = _checked(engine)
-    outs = engine.generate(prompts, params, hook=hook)
+    gen = engine.generate(prompts, params, hook=hook)
     engine.block_manager.check_invariants([])       # everything freed
-    return outs, engine.stats, seen
+    return gen.outputs, gen.stats, seen
 
 
 def _flatten(outs):
@@ -120,13 +120,13 @@ def test_tiny_cache_gives_the_outputs_of_an_ample_one(model, seed, temperature):
     ample, ample_stats, _ = _run(model, seed, temperature, num_blocks=512)
     # 16 blocks of 4 hold the longest branch (prompt 21 + 22 output + 5 + 6 tokens) and a copy, little more.
     tiny, stats, seen = _run(model, seed, temperature, num_blocks=16)
-    assert ample_stats["preemptions"] == 0
-    assert stats["preemptions"] > 0 and stats["recomputed_tokens"] > 0, stats
-    assert stats["cow_copies"] > 0 and stats["prompt_tokens_cached"] > 0, stats
+    assert ample_stats.preemptions == 0
+    assert stats.preemptions > 0 and stats.recomputed_tokens > 0, stats
+    assert stats.cow_copies > 0 and stats.prompt_tokens_cached > 0, stats
     assert seen["steps_preempt_and_copy"] > 0, "no step both preempted and copied: the workload is too easy"
     want, got = _flatten(ample), _flatten(tiny)
     assert got.keys() == want.keys()
-    assert ample_stats["branches"] > 20
+    assert ample_stats.branches > 20
     for key in want:
         assert got[key][0] == want[key][0], f"{key}: tiny cache {got[key][0]}, ample {want[key][0]}"
-        torch.testing.assert_close(torch.tensor(got[key][1]), torch.tensor(want[key][1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(got[key][1], want[key][1], atol=1e-5, rtol=0)      # float32 tensors

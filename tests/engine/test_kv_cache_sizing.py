@@ -48,7 +48,8 @@ def test_blocks_are_sized_from_the_runs_longest_sequence(model, shallow):
     assert engine.block_manager.num_blocks == 4 * 19                       # 300 tokens: 19 blocks of 16
     with pytest.raises(ValueError, match="max_model_len"):
         engine.generate([[5] * 300], SamplingParams(max_tokens=2))
-    out = Engine(shallow, max_num_seqs=4, max_model_len=300).generate([[5] * 290], SamplingParams(temperature=0.0, max_tokens=50, stop_token_ids=[]))
+    out = Engine(shallow, max_num_seqs=4, max_model_len=300).generate(
+        [[5] * 290], SamplingParams(temperature=0.0, max_tokens=50, stop_token_ids=[])).outputs
     assert len(out[0].outputs[0].token_ids) == 10 and out[0].outputs[0].finish_reason == "length"
     with pytest.raises(ValueError, match="max_model_len"):
         Engine(model, max_model_len=1)
@@ -66,6 +67,6 @@ def test_a_growing_pool_gives_the_tokens_of_a_preallocated_one(shallow):
     grown = Engine(model, num_blocks=256)
     got = grown.generate(prompts, params)
     # It grew while sequences held blocks (and the prefix cache served the shared head): 12 samples, ~100 blocks.
-    assert INITIAL_BLOCKS < grown.runner.capacity <= 256 and grown.stats["prompt_tokens_cached"] > 0
-    for a, b in zip(got, want):
+    assert INITIAL_BLOCKS < grown.runner.capacity <= 256 and got.stats.prompt_tokens_cached > 0
+    for a, b in zip(got.outputs, want.outputs):
         assert [c.token_ids for c in a.outputs] == [c.token_ids for c in b.outputs]

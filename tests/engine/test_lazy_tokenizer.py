@@ -45,7 +45,8 @@ def test_a_folder_without_tokenizer_files_generates_from_ids(family, tmp_path):
     hf = _save_model(family, tmp_path)
     engine = Engine.from_pretrained(tmp_path, block_size=4, num_blocks=32)
     prompt = [5, 17, 33, 8, 91]
-    out = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=8, stop_token_ids=[]))[0].outputs[0]
+    out = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=8,
+                                                   stop_token_ids=[])).outputs[0].outputs[0]
     with torch.no_grad():
         want = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, 5, dtype=torch.long),
                            max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0)[0, 5:].tolist()
@@ -63,7 +64,7 @@ def test_tokenizer_files_are_loaded_on_first_use_only(tmp_path):
     assert isinstance(engine.tokenizer, LazyTokenizer) and not engine.tokenizer.is_loaded
     out = engine.generate([[5, 17, 33]], SamplingParams(temperature=0.0, max_tokens=6, stop_token_ids=[]))
     assert not engine.tokenizer.is_loaded                   # token ids in, token ids out: nothing decoded
-    comp = out[0].outputs[0]
+    comp = out.outputs[0].outputs[0]
     want = transformers.AutoTokenizer.from_pretrained(tmp_path).decode(comp.token_ids, skip_special_tokens=True)
     assert comp.text == want and engine.tokenizer.is_loaded
     assert engine.tokenizer("the answer")["input_ids"] == engine.tokenizer.load()("the answer")["input_ids"]
@@ -73,7 +74,7 @@ def test_an_engine_without_a_tokenizer_says_so_when_text_is_needed(tmp_path):
     _save_model("Qwen2", tmp_path)
     engine = Engine.from_pretrained(tmp_path, block_size=4, num_blocks=32)
     engine.tokenizer = None
-    comp = engine.generate([[7, 8]], SamplingParams(max_tokens=2))[0].outputs[0]
+    comp = engine.generate([[7, 8]], SamplingParams(max_tokens=2)).outputs[0].outputs[0]
     assert len(comp.token_ids) >= 1
     with pytest.raises(MissingTokenizerError, match="this engine has none"):
         comp.text

@@ -42,7 +42,7 @@ def test_engine_greedy_equals_transformers(smollm2):
     tok = AutoTokenizer.from_pretrained(smollm2)
     prompts = [_chat_ids(tok, c) for c in CHATS]
     engine = Engine.from_pretrained(smollm2, dtype=torch.float32, num_blocks=64, max_num_batched_tokens=1024)
-    outs = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS), hook=None)
+    outs = engine.generate(prompts, SamplingParams(temperature=0.0, max_tokens=NEW_TOKENS), hook=None).outputs
     hf = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32).eval()
     for p, out in zip(prompts, outs):
         got = list(out.outputs[0].token_ids)
