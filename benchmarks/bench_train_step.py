@@ -5,6 +5,7 @@ lengths (GRPO mode, mrt also in GRPO mode for that row): seconds per step.
     python benchmarks/bench_train_step.py --size cpu          # the embedded default's step (B=8, G=8, L=96)
     python benchmarks/bench_train_step.py --size gpu          # larger batch on a GPU
 
+Every part is the trainer's own (`Trainer._round_requests`, `_generate`, `_score`, `advantages`, `update`).
 Generation alone is the same prompts and seeds through the engine without the meta-prover's hook; the meta-prover's
 share is the rollout with the hook minus that. Each figure is the median over --repeats steps after one warm-up step.
 Prints a table and writes bench_results/train_step.json.
@@ -24,11 +25,7 @@ import torch
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 from mrt.config import load_config  # noqa: E402
-from mrt.rollout import SamplingParams  # noqa: E402
-from mrt.rollout_batch import build_batch, micro_batches  # noqa: E402
-from mrt.rewards import format_reward  # noqa: E402
-from mrt.trainer import Trainer, reset_prefix_cache  # noqa: E402
-from mrt.update import run_update  # noqa: E402
+from mrt.trainer import Trainer  # noqa: E402
 
 SIZES = {
     "cpu": dict(prompts=8, group=8, max_new=96, repeats=3),
@@ -43,48 +40,36 @@ def peak_mem_mb(device) -> float:
 
 
 def one_step(tr: Trainer, step: int) -> dict:
-    """A full training step with each part timed on its own."""
-    cfg, r = tr.cfg, tr.cfg.rollout
-    idx = tr.step_prompts(step)
-    ex = [tr.train_data[i] for i in idx]
-    prompts = [e.prompt_ids for e in ex]
-    seed = 1000 + step
-    params = [SamplingParams(temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_new_tokens, n=r.group_size,
-                             seed=seed + j) for j in range(len(ex))]
+    """A full training step with each part timed on its own, through the trainer's own step parts (so the benchmark
+    times what a step runs): a round's requests, generation (without, then with the meta-prover's hook), scoring
+    into the packed batch, advantages, the update."""
+    examples, params, mp = tr._round_requests(tr.step_prompts(step), step, 0, 0)
+    prompts = [e.prompt_ids for e in examples]
     sync = torch.cuda.synchronize if tr.dist.device.type == "cuda" else (lambda: None)
 
-    reset_prefix_cache(tr.engine)
     sync()
     t0 = time.perf_counter()
-    tr.engine.generate(prompts, params)
+    tr._generate(prompts, params, None)            # drops the prefix cache first, as every step does
     sync()
     t_gen = time.perf_counter() - t0
 
-    mp = tr._meta_prover(r.max_new_tokens, prompt_branches=True, seed=seed)
-    reset_prefix_cache(tr.engine)
     t0 = time.perf_counter()
-    outs = tr.engine.generate(prompts, params, hook=mp)
+    gen = tr._generate(prompts, params, mp)
     sync()
     t_roll = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    batch = build_batch(outs, [e.answer for e in ex], list(range(len(ex))),
-                        mp.boundaries if mp is not None else (lambda i, j: []), tr.reward_fn,
-                        termination_text=cfg.meta_prover.termination_text, format_reward_fn=format_reward,
-                        format_weight=cfg.format_reward)
+    batch = tr._score(gen.outputs, examples, 0)
     t_rew = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    batch = batch.to(tr.dist.device)
     adv = tr.advantages(batch)
+    sync()
     t_adv = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    micro = micro_batches(batch, adv.advantages, cfg.optim.micro_batch_tokens, device=tr.dist.device)
-    stats = run_update(tr.train_model, tr.model, tr.optimizer, micro, cfg.rl,
-                       temperature=r.temperature or 1.0, grad_clip=cfg.optim.grad_clip,
-                       num_tokens=batch.num_completion_tokens, num_seqs=len(batch))
-    tr.optimizer.step()
-    tr.optimizer.zero_grad(set_to_none=True)
+    stats, _ = tr.update(batch, adv)
     sync()
     t_upd = time.perf_counter() - t0
     meta = max(t_roll - t_gen, 0.0) if mp is not None else 0.0

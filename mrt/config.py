@@ -111,6 +111,12 @@ class RolloutConfig:
         _need(self.max_num_batched_tokens >= 1, "rollout.max_num_batched_tokens", "must be >= 1")
         _need(0 < self.memory_fraction <= 1, "rollout.memory_fraction", "must be in (0, 1]")
 
+    @property
+    def logprob_temperature(self) -> float:
+        """The temperature of the engine's log-probs, log_softmax(logits / T): the sampling temperature, 1 when
+        greedy (temperature 0). The training forward's log-probs must use the same T to be comparable."""
+        return self.temperature or 1.0
+
 
 @dataclass
 class EpisodesConfig:
@@ -158,7 +164,6 @@ class RLConfig:
     advantage_mode: str = "dense"         # dense | sum | termination_baseline
     scale_by_std: bool = True             # False: Dr. GRPO
     eps: float = 1e-6
-    normalize_progress: bool = False      # normalise progress within the group
     clip_low: float = 0.2
     clip_high: float = 0.28               # DAPO clip-higher
     kl_coef: float = 0.0                  # k3 KL to the frozen initial model; 0: no reference model
@@ -230,13 +235,11 @@ class CheckpointConfig:
 class LoggingConfig:
     out_dir: str = "runs/tiny_mrt"
     tensorboard: bool = False
-    every: int = 1
     plots: bool = True
     progress_bar: bool = True
 
     def __post_init__(self):
         _need(bool(self.out_dir), "logging.out_dir", "must be set")
-        _need(self.every >= 1, "logging.every", f"must be >= 1, got {self.every}")
 
 
 @dataclass
@@ -362,6 +365,19 @@ def _coerce(value, tp, key: str):
     raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
 
 
+# Keys of earlier versions: a config that still sets one gets this reason instead of "unknown config key".
+REMOVED_KEYS = {
+    "logging.every": "removed (every step is logged); delete it from the config",
+    "rl.normalize_progress": "removed (progress is never normalised within the group); delete it from the config",
+}
+
+
+def _unknown_key(key: str, names) -> ConfigError:
+    if key in REMOVED_KEYS:
+        return ConfigError(f"{key}: {REMOVED_KEYS[key]}")
+    return ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(names))})")
+
+
 def _build(cls, data: dict, prefix: str = ""):
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
@@ -371,7 +387,7 @@ def _build(cls, data: dict, prefix: str = ""):
     for k, v in data.items():
         key = f"{prefix}{k}"
         if k not in names:
-            raise ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(names))})")
+            raise _unknown_key(key, names)
         tp = hints[k]
         kwargs[k] = _build(tp, v, key + ".") if dataclasses.is_dataclass(tp) else _coerce(v, tp, key)
     return cls(**kwargs)
@@ -386,7 +402,7 @@ def _set_dotted(tree: dict, dotted: str, value) -> None:
         key = ".".join(parts[:i + 1])
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if p not in fields:
-            raise ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(fields))})")
+            raise _unknown_key(key, fields)
         tp = typing.get_type_hints(cls)[p]
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(tp):

@@ -17,6 +17,7 @@ With gradient accumulation the counts must be those of the whole batch, not of t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -43,6 +44,21 @@ AGGREGATIONS: dict[str, Callable] = {
 }
 
 
+@dataclass(frozen=True)
+class LossSettings:
+    """The loss's settings from the `rl` config section (`from_config`); `policy_loss(..., **asdict(settings))`."""
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    kl_coef: float = 0.0
+    aggregation: str = "token_mean"
+    constant_normalizer: float | None = None
+
+    @classmethod
+    def from_config(cls, rl) -> "LossSettings":
+        return cls(clip_low=rl.clip_low, clip_high=rl.clip_high, kl_coef=rl.kl_coef, aggregation=rl.aggregation,
+                   constant_normalizer=rl.constant_normalizer)
+
+
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 seq_ids: torch.Tensor | None = None, *, clip_low: float = 0.2, clip_high: float = 0.28,
                 kl_coef: float = 0.0, ref_logp: torch.Tensor | None = None, aggregation: str = "token_mean",
@@ -55,6 +71,31 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     Stats (floats, over masked tokens): clip_fraction, clip_low_fraction, clip_high_fraction, ratio_mean, ratio_max,
     kl (mean k3 to the reference, 0 without one), approx_kl_old (mean old - new log-prob), num_tokens.
     """
+    _check_inputs(logp, old_logp, advantages, mask, seq_ids, ref_logp, clip_low=clip_low, clip_high=clip_high,
+                  kl_coef=kl_coef, aggregation=aggregation)
+    m = mask.to(torch.bool)
+    old = old_logp.detach().to(logp.dtype)
+    adv = advantages.detach().to(logp.dtype)
+    log_ratio = logp - old
+    ratio = torch.exp(log_ratio)
+    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    per_token = -torch.minimum(ratio * adv, clipped * adv)
+    k3 = None
+    if ref_logp is not None:
+        d = ref_logp.detach().to(logp.dtype) - logp
+        k3 = torch.exp(d) - d - 1.0
+        if kl_coef > 0:
+            per_token = per_token + kl_coef * k3
+    # where(): masked-out tokens may hold inf/nan log-probs (e.g. prompt positions) and must not poison the sum.
+    total = torch.where(m, per_token, torch.zeros_like(per_token)).sum()
+    n_tok = int(m.sum()) if num_tokens is None else num_tokens
+    loss = AGGREGATIONS[aggregation](total, n_tok, _num_seqs(m, seq_ids, num_seqs), constant_normalizer)
+    return loss, _stats(m, adv, ratio, log_ratio, k3, clip_low=clip_low, clip_high=clip_high)
+
+
+def _check_inputs(logp, old_logp, advantages, mask, seq_ids, ref_logp, *, clip_low, clip_high, kl_coef,
+                  aggregation) -> None:
+    """ValueError naming the first bad argument of policy_loss."""
     T = logp.shape[0]
     for name, t in (("old_logp", old_logp), ("advantages", advantages), ("mask", mask)):
         if t.shape != (T,):
@@ -70,45 +111,30 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     if not 0 <= clip_low < 1 or clip_high < 0:
         raise ValueError(f"clip_low must be in [0, 1) and clip_high >= 0, got {clip_low}, {clip_high}")
 
-    m = mask.to(torch.bool)
-    mf = m.to(logp.dtype)
-    old = old_logp.detach().to(logp.dtype)
-    adv = advantages.detach().to(logp.dtype)
-    log_ratio = logp - old
-    ratio = torch.exp(log_ratio)
-    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
-    per_token = -torch.minimum(ratio * adv, clipped * adv)
-    k3 = None
-    if ref_logp is not None:
-        d = ref_logp.detach().to(logp.dtype) - logp
-        k3 = torch.exp(d) - d - 1.0
-        if kl_coef > 0:
-            per_token = per_token + kl_coef * k3
-    # where(): masked-out tokens may hold inf/nan log-probs (e.g. prompt positions) and must not poison the sum.
-    total = torch.where(m, per_token, torch.zeros_like(per_token)).sum()
 
-    n_tok = int(m.sum()) if num_tokens is None else num_tokens
-    if num_seqs is None:
-        if seq_ids is None:
-            raise ValueError("seq_ids: required to count traces when num_seqs is not given")
-        n_seq = int(torch.unique(seq_ids[m]).numel())
-    else:
-        n_seq = num_seqs
-    loss = AGGREGATIONS[aggregation](total, n_tok, n_seq, constant_normalizer)
+def _num_seqs(m: torch.Tensor, seq_ids: torch.Tensor | None, num_seqs: int | None) -> int:
+    """The trace count of the normaliser: num_seqs when given, else the traces with a masked-in token."""
+    if num_seqs is not None:
+        return num_seqs
+    if seq_ids is None:
+        raise ValueError("seq_ids: required to count traces when num_seqs is not given")
+    return int(torch.unique(seq_ids[m]).numel())
 
-    with torch.no_grad():
-        cnt = max(int(m.sum()), 1)
-        hi = (adv > 0) & (ratio > 1.0 + clip_high) & m
-        lo = (adv < 0) & (ratio < 1.0 - clip_low) & m
-        r = torch.where(m, ratio, torch.zeros_like(ratio))
-        stats = {
-            "clip_fraction": float((hi | lo).sum()) / cnt,
-            "clip_high_fraction": float(hi.sum()) / cnt,
-            "clip_low_fraction": float(lo.sum()) / cnt,
-            "ratio_mean": float((r * mf).sum()) / cnt,
-            "ratio_max": float(r.max()) if T else 0.0,
-            "kl": float(torch.where(m, k3, torch.zeros_like(k3)).sum()) / cnt if k3 is not None else 0.0,
-            "approx_kl_old": float(torch.where(m, -log_ratio, torch.zeros_like(log_ratio)).sum()) / cnt,
-            "num_tokens": float(int(m.sum())),
-        }
-    return loss, stats
+
+@torch.no_grad()
+def _stats(m, adv, ratio, log_ratio, k3, *, clip_low: float, clip_high: float) -> dict[str, float]:
+    """Clip fractions, ratio and KL statistics over the masked-in tokens (policy_loss's docstring)."""
+    cnt = max(int(m.sum()), 1)
+    hi = (adv > 0) & (ratio > 1.0 + clip_high) & m
+    lo = (adv < 0) & (ratio < 1.0 - clip_low) & m
+    r = torch.where(m, ratio, torch.zeros_like(ratio))
+    return {
+        "clip_fraction": float((hi | lo).sum()) / cnt,
+        "clip_high_fraction": float(hi.sum()) / cnt,
+        "clip_low_fraction": float(lo.sum()) / cnt,
+        "ratio_mean": float((r * m.to(ratio.dtype)).sum()) / cnt,
+        "ratio_max": float(r.max()) if ratio.shape[0] else 0.0,
+        "kl": float(torch.where(m, k3, torch.zeros_like(k3)).sum()) / cnt if k3 is not None else 0.0,
+        "approx_kl_old": float(torch.where(m, -log_ratio, torch.zeros_like(log_ratio)).sum()) / cnt,
+        "num_tokens": float(int(m.sum())),
+    }

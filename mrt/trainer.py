@@ -5,8 +5,11 @@ One step:
 1. this rank's share of B prompts (a seeded permutation, so every rank and a resumed run agree), G traces each, by
    the engine on the training model's own parameters (the prefix cache is dropped first: the weights changed);
 2. online segmentation and meta-prover forks through the engine hook (`mrt.meta_prover`);
-3. rewards of traces and branch answers, J, progress and advantages (ONE `progress_advantages` call for the batch);
-4. packed update by micro-batches with gradient accumulation (`mrt.update`), optimizer and schedule step;
+3. rewards of traces and branch answers (each scored once), J, into ONE packed batch of tensors
+   (`mrt.rollout_batch.build_batch`), copied to the device once; progress and advantages (ONE `progress_advantages`
+   call for the batch, on the device);
+4. packed update by micro-batches (slices of the device batch) with gradient accumulation (`mrt.update`), optimizer
+   and schedule step;
 5. metrics (`mrt.metrics_log`), checkpoints (`mrt.checkpoint`).
 Held-out evaluation (before and after, and every `eval.every` steps): greedy (by default) traces with the meta-prover
 at their boundaries; accuracy, and regret = sum over the trace's episodes of (1 - J), the final episode's J being
@@ -39,9 +42,9 @@ from .metrics_log import MetricsLogger
 from .models import CausalLM
 from .rewards import format_reward, get_reward
 from .rollout import Engine, SamplingParams
-from .rollout_batch import build_batch, micro_batches
+from .rollout_batch import RolloutBatch, build_batch, micro_batches
 from .seeds import derive_seed
-from .update import make_optimizer, make_scheduler, recompute_old_logp, run_update
+from .update import UpdateSettings, make_optimizer, make_scheduler, recompute_old_logp, run_update
 
 MAX_BAD_STEPS = 3
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,12 +56,10 @@ class TrainingStopped(RuntimeError):
 
 class Trainer:
     def __init__(self, cfg: Config, dist_env: Distributed | None = None):
-        if cfg.rl.normalize_progress:
-            raise ConfigError("rl.normalize_progress: not supported by this trainer yet; set it to false")
         self.cfg = cfg
         self.dist = dist_env or init_distributed(cfg.distributed.backend)
         d = self.dist
-        _seed_all(cfg.seed + d.rank)
+        _seed_all(derive_seed("global-rng", cfg.seed, d.rank))
         # Model folder and tokenizer first, then the data: a user's mistake in any of them ends the run before the
         # engine is sized or a step is taken (one-line errors, mrt.errors). A hub id is downloaded (mrt.hub).
         path = resolve_model_path(cfg.model.path, revision=cfg.model.revision)
@@ -84,6 +85,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg.optim)
         self.scheduler = make_scheduler(self.optimizer, cfg.optim, cfg.optim.steps)
         self.reward_fn = get_reward(cfg.reward)
+        self.update_settings = UpdateSettings.from_config(cfg)
         self.segmenter = make_segmenter(cfg.episodes)
         self.termination_ids = self.tokenizer(cfg.meta_prover.termination_text, add_special_tokens=False)["input_ids"]
         self.stop_ids = list(self.model.config.eos_token_ids or [])
@@ -128,13 +130,12 @@ class Trainer:
 
     # ---- rollout ------------------------------------------------------------------------------------------------
     def _meta_prover(self, max_tokens: int, *, prompt_branches: bool, seed: int | None) -> MetaProver | None:
-        mp = self.cfg.meta_prover
-        if not mp.enabled:
+        if not self.cfg.meta_prover.enabled:
             return None
-        return MetaProver(self.segmenter, self.tokenizer, termination_ids=self.termination_ids, m=mp.m,
-                          answer_max_tokens=mp.answer_max_tokens, temperature=mp.temperature, top_p=mp.top_p,
-                          max_tokens=max_tokens, max_len=self.engine.max_model_len, stop_token_ids=self.stop_ids,
-                          prompt_branches=prompt_branches and mp.prompt_branches, seed=seed)
+        return MetaProver.from_config(self.cfg.meta_prover, self.segmenter, self.tokenizer,
+                                      termination_ids=self.termination_ids, max_tokens=max_tokens,
+                                      max_len=self.engine.max_model_len, stop_token_ids=self.stop_ids,
+                                      prompt_branches=prompt_branches, seed=seed)
 
     def _sync_generation_model(self) -> None:
         """FSDP2: gather the shards into the generation copy. A collective: every rank calls it once at the start of
@@ -163,7 +164,7 @@ class Trainer:
         info["zero_variance_groups"] = (_zero_variance_groups(batch), _num_groups(batch))
         # The step's prompts as drawn, before any filtering: the policy's reward curve (dynamic sampling's kept
         # groups are biased towards 0.5 and are logged apart, as reward_kept).
-        info["drawn"] = (len(batch), sum(t.reward for t in batch.traces), sum(t.correct for t in batch.traces))
+        info["drawn"] = (len(batch), _total(batch.rewards), _total(batch.correct))
         info["rounds"], info["prompts_generated"] = 1, quota
         if not self.cfg.rl.dynamic_sampling or quota == 0:
             return batch, info
@@ -172,14 +173,13 @@ class Trainer:
             r = info["rounds"]
             more, more_info = self._rollout_round(self.spare_prompts(step, r, quota), step, r,
                                                   group_base=len(idx) * r + lo)
-            kept.traces += _mixed_groups(more).traces
+            kept = RolloutBatch.cat([kept, _mixed_groups(more)])
             _add_info(info, more_info)
             info["rounds"] += 1
             info["prompts_generated"] += quota
-        groups = sorted({t.group for t in kept.traces})[:quota]      # at most the step's share, first drawn first
-        keep = set(groups)
-        kept.traces = [t for t in kept.traces if t.group in keep]
-        return (kept if kept.traces else batch), info
+        groups = torch.unique(kept.group_ids)[:quota]       # at most the step's share, first drawn first (sorted ids)
+        kept = kept.select(torch.isin(kept.group_ids, groups).nonzero().flatten())
+        return (kept if len(kept) else batch), info
 
     def spare_prompts(self, step: int, round_: int, n: int) -> list[int]:
         """n extra prompt indices for dynamic sampling's round `round_` of step (seeded by step and round, so a
@@ -189,6 +189,16 @@ class Trainer:
 
     def _rollout_round(self, prompt_idx: list[int], step: int, round_: int, *, group_base: int):
         """Generate G traces (with the meta-prover's forks) for each prompt of prompt_idx -> (RolloutBatch, info)."""
+        examples, params, mp = self._round_requests(prompt_idx, step, round_, group_base)
+        t0 = time.perf_counter()
+        gen = self._generate([e.prompt_ids for e in examples], params, mp)     # no examples: empty, zero counters
+        t1 = time.perf_counter()
+        batch = self._score(gen.outputs, examples, group_base)
+        t2 = time.perf_counter()
+        return batch, {"time/rollout": t1 - t0, "time/reward": t2 - t1, "engine": gen.stats.as_dict()}
+
+    def _round_requests(self, prompt_idx: list[int], step: int, round_: int, group_base: int):
+        """A round's examples, their sampling params (seeded by step and group) and its meta-prover hook."""
         cfg, r = self.cfg, self.cfg.rollout
         examples = [self.train_data[i] for i in prompt_idx]
         params = [SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_tokens=r.max_new_tokens,
@@ -196,55 +206,32 @@ class Trainer:
                   for j in range(len(examples))]
         mp = self._meta_prover(r.max_new_tokens, prompt_branches=True,
                                seed=derive_seed("meta-prover", cfg.seed, step, round_, group_base))
-        before = dict(self.engine.stats)
-        t0 = time.perf_counter()
-        outs = self._generate([e.prompt_ids for e in examples], params, mp) if examples else []
-        t1 = time.perf_counter()
-        batch = build_batch(outs, [e.answer for e in examples], [group_base + j for j in range(len(examples))],
-                            (mp.boundaries if mp is not None else lambda i, j: []), self.reward_fn,
-                            termination_text=cfg.meta_prover.termination_text, format_reward_fn=format_reward,
-                            format_weight=cfg.format_reward)
-        t2 = time.perf_counter()
-        st = {k: self.engine.stats[k] - before.get(k, 0) for k in self.engine.stats}
-        return batch, {"time/rollout": t1 - t0, "time/reward": t2 - t1, "engine": st}
+        return examples, params, mp
+
+    def _score(self, outs, examples, group_base: int) -> RolloutBatch:
+        """A round's engine outputs -> its packed batch: rewards, J from the branches (groups from group_base on)."""
+        return build_batch(outs, [e.answer for e in examples], [group_base + j for j in range(len(examples))],
+                           self.reward_fn, termination_text=self.cfg.meta_prover.termination_text,
+                           format_reward_fn=format_reward, format_weight=self.cfg.format_reward)
 
     # ---- advantages ---------------------------------------------------------------------------------------------
-    def advantages(self, batch):
+    def advantages(self, batch: RolloutBatch):
+        """ONE `progress_advantages` call for the batch, on the batch's device."""
         rl = self.cfg.rl
         mrt = rl.algo == "mrt"
-        inputs = batch.advantage_inputs()
-        return progress_advantages(**inputs, alpha=rl.alpha if mrt else 0.0,
+        return progress_advantages(**batch.advantage_inputs(), alpha=rl.alpha if mrt else 0.0,
                                    mode=rl.advantage_mode if mrt else "dense", scale_by_std=rl.scale_by_std,
                                    eps=rl.eps)
 
     # ---- one step -----------------------------------------------------------------------------------------------
     def train_step(self) -> dict:
-        cfg, step = self.cfg, self.step
         t0 = time.perf_counter()
         self.model.train()
-        batch, info = self.rollout(step)
+        batch, info = self.rollout(self.step)
+        batch = batch.to(self.dist.device)        # the step's one host -> device copy; advantages stay there
         adv = self.advantages(batch)
         t_upd = time.perf_counter()
-        micro = micro_batches(batch, adv.advantages, cfg.optim.micro_batch_tokens, device=self.dist.device)
-        micro = self._same_count_on_every_rank(micro)
-        n_tok, n_seq = self.dist.all_reduce_sum([batch.num_completion_tokens, len(batch)])
-        stats = {}
-        # rl.recompute_old_logp: old log-probs from the training forward (mrt.update); kl_old = engine - training.
-        kl_old = recompute_old_logp(self.train_model, self.model, micro, temperature=cfg.rollout.temperature or 1.0) \
-            if cfg.rl.recompute_old_logp else None
-        for _ in range(cfg.rl.epochs_per_batch):
-            stats = run_update(self.train_model, self.model, self.optimizer, micro, cfg.rl,
-                               temperature=cfg.rollout.temperature or 1.0,
-                               grad_clip=cfg.optim.grad_clip, num_tokens=int(n_tok), num_seqs=int(n_seq),
-                               world_size=self.dist.world_size,
-                               ref_logp_fn=self._ref_logp if self.ref_model is not None else None)
-            ok = self.dist.all_reduce_sum([0.0 if stats.pop("_finite") else 1.0])[0] == 0
-            if not ok:
-                break
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if kl_old is not None:    # the same measure as without the recompute: engine vs training log-probs
-            stats["approx_kl_old"] = kl_old[0] / max(kl_old[1], 1)
+        stats, ok = self.update(batch, adv)
         info["lr"] = self.scheduler.get_last_lr()[0]      # the lr this step used
         with warnings.catch_warnings():   # a skipped step still advances the schedule (it is indexed by step)
             warnings.simplefilter("ignore", UserWarning)
@@ -271,40 +258,40 @@ class Trainer:
                                   advantages=torch.zeros_like(micro[-1].advantages))
         return micro + [pad] * (most - len(micro))
 
+    def update(self, batch: RolloutBatch, adv) -> tuple[dict, bool]:
+        """The policy update of one step: micro-batches, then rl.epochs_per_batch optimizer steps (mrt.update) ->
+        (stats, whether every rank's loss and gradient norm were finite; if not, the step is skipped)."""
+        cfg, settings = self.cfg, self.update_settings
+        micro = micro_batches(batch, adv.advantages, cfg.optim.micro_batch_tokens, device=self.dist.device)
+        micro = self._same_count_on_every_rank(micro)
+        n_tok, n_seq = self.dist.all_reduce_sum([batch.num_completion_tokens, len(batch)])
+        # rl.recompute_old_logp: old log-probs from the training forward (mrt.update); kl_old = engine - training.
+        kl_old = recompute_old_logp(self.train_model, self.model, micro, temperature=settings.temperature) \
+            if cfg.rl.recompute_old_logp else None
+        for _ in range(cfg.rl.epochs_per_batch):
+            stats = run_update(self.train_model, self.model, self.optimizer, micro, settings, num_tokens=int(n_tok),
+                               num_seqs=int(n_seq), world_size=self.dist.world_size,
+                               ref_logp_fn=self._ref_logp if self.ref_model is not None else None)
+            ok = self.dist.all_reduce_sum([0.0 if stats.pop("_finite") else 1.0])[0] == 0
+            if not ok:
+                break
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if kl_old is not None:    # the same measure as without the recompute: engine vs training log-probs
+            stats["approx_kl_old"] = kl_old[0] / max(kl_old[1], 1)
+        return stats, ok
+
     def _ref_logp(self, mb):
         from mrt_kernels import fused_linear_logprobs
         from .models import packed_metadata
         with torch.no_grad():
             h = self.ref_model(mb.input_ids, mb.positions, packed_metadata(mb.seq_lens, self.dist.device))
             return fused_linear_logprobs(h, self.ref_model.lm_head_weight, mb.targets,
-                                         temperature=self.cfg.rollout.temperature or 1.0)
+                                         temperature=self.update_settings.temperature)
 
     def _step_metrics(self, batch, adv, stats, info, t_upd, t_end, t0) -> dict:
         """Rank-local sums, reduced by name (one all-reduce) -> global means."""
-        traces, eng, n_tok = batch.traces, info["engine"], batch.num_completion_tokens
-        reg = adv.regret.tolist()
-        zero_var, n_groups = info["zero_variance_groups"]
-        local = {
-            "traces": len(traces), "reward_kept": sum(t.reward for t in traces),
-            "drawn": info["drawn"][0], "reward": info["drawn"][1], "accuracy": info["drawn"][2],
-            "regret": sum(reg[b] + 1.0 - t.correct for b, t in enumerate(traces)),
-            "regret_normalized": sum(self._normalised_regret(t) for t in traces),
-            "tokens": n_tok, "episodes": sum(len(t.boundaries) for t in traces),
-            "J_prompt": sum(t.J_prompt for t in traces),
-            "truncated": sum(1 for t in traces if t.finish_reason == "length"),
-            "zero_variance_groups": zero_var, "groups": n_groups,
-            "prompts_generated": info["prompts_generated"], "rounds": info["rounds"],
-            "entropy": stats.get("entropy", 0.0) * n_tok, "clip_fraction": stats.get("clip_fraction", 0.0) * n_tok,
-            "kl": stats.get("kl", 0.0) * n_tok, "approx_kl_old": stats.get("approx_kl_old", 0.0) * n_tok,
-            "loss": stats.get("loss", float("nan")),
-            "prompt_tokens_cached": eng.get("prompt_tokens_cached", 0),
-            "prompt_tokens_computed": eng.get("prompt_tokens_computed", 0),
-            "generated_tokens": eng.get("generated_tokens", 0) + eng.get("branch_generated_tokens", 0),
-            "branch_prompt_tokens_computed": eng.get("branch_prompt_tokens_computed", 0),
-            "preemptions": eng.get("preemptions", 0),
-        }
-        # Episode indices past max_episodes cannot occur (later boundaries merge); without a cap, the first 8 are logged.
-        local.update(_progress_by_episode(traces, adv.progress.tolist(), self.cfg.episodes.max_episodes or 8))
+        local = self._local_sums(batch, adv, stats, info)
         g = dict(zip(local, self.dist.all_reduce_sum(list(local.values()))))
         B, T, rl_time = max(g["traces"], 1), max(g["tokens"], 1), info["time/rollout"]
         rec = {"kind": "train"}
@@ -332,18 +319,56 @@ class Trainer:
                 rec[f"progress/episode_{j}"] = g[key] / g[f"progress_count/{j}"]
         return rec
 
-    def _normalised_regret(self, trace) -> float:
-        """MRT.md's normalised regret of one trace at the run's budget C0 = prompt + max_new_tokens + answer tokens.
+    def _local_sums(self, batch: RolloutBatch, adv, stats: dict, info: dict) -> dict:
+        """This rank's sums of the step's metrics, by name (every rank makes the same keys in the same order)."""
+        eng, n_tok = info["engine"], batch.num_completion_tokens
+        zero_var, n_groups = info["zero_variance_groups"]
+        local = {
+            "traces": len(batch), "reward_kept": _total(batch.rewards),
+            "drawn": info["drawn"][0], "reward": info["drawn"][1], "accuracy": info["drawn"][2],
+            # the final episode's J is the trace's own outcome: 1 - correct (module docstring)
+            "regret": _total(adv.regret) + len(batch) - _total(batch.correct),
+            "regret_normalized": sum(self._normalised_regret(batch)),
+            "tokens": n_tok, "episodes": batch.episode_ends.numel(), "J_prompt": _total(batch.J_prompt),
+            "truncated": int(batch.truncated.sum()),
+            "zero_variance_groups": zero_var, "groups": n_groups,
+            "prompts_generated": info["prompts_generated"], "rounds": info["rounds"],
+            "entropy": stats.get("entropy", 0.0) * n_tok, "clip_fraction": stats.get("clip_fraction", 0.0) * n_tok,
+            "kl": stats.get("kl", 0.0) * n_tok, "approx_kl_old": stats.get("approx_kl_old", 0.0) * n_tok,
+            "loss": stats.get("loss", float("nan")),
+            "prompt_tokens_cached": eng.get("prompt_tokens_cached", 0),
+            "prompt_tokens_computed": eng.get("prompt_tokens_computed", 0),
+            "generated_tokens": eng.get("generated_tokens", 0) + eng.get("branch_generated_tokens", 0),
+            "branch_prompt_tokens_computed": eng.get("branch_prompt_tokens_computed", 0),
+            "preemptions": eng.get("preemptions", 0),
+        }
+        local.update(_progress_by_episode(batch, adv.progress, self._logged_episodes(batch)))
+        return local
+
+    def _logged_episodes(self, batch: RolloutBatch) -> int:
+        """How many episode indices the progress metrics cover: episodes.max_episodes (later boundaries merge, so no
+        trace has more), else the most episodes of any trace on any rank this step (a collective)."""
+        if self.cfg.episodes.max_episodes is not None:
+            return self.cfg.episodes.max_episodes
+        most = int(batch.episode_offsets.diff().max()) if len(batch) else 0
+        return max(self.dist.all_gather_objects(most))
+
+    def _normalised_regret(self, batch: RolloutBatch) -> list[float]:
+        """MRT.md's normalised regret of each trace at the run's budget C0 = prompt + max_new_tokens + answer tokens.
 
         The J-vs-tokens curve: J at each boundary b (x = prompt + b + the meta-prover's termination text and answer
         budget), then the trace's own outcome at its end. Unlike the cumulative regret (a sum over episodes, which
         a trace lowers by having fewer of them) it is an area per token, fair across lengths."""
         from .eval.metrics import normalised_regret
         extra = len(self.termination_ids) + self.cfg.meta_prover.answer_max_tokens
-        P, L = len(trace.prompt_ids), len(trace.completion_ids)
-        xs = [P + b + extra for b in trace.boundaries] + [P + L + extra]
-        js = list(trace.J) + [trace.correct]
-        return normalised_regret(xs, js, P + self.cfg.rollout.max_new_tokens + extra)
+        P, L, eo = batch.prompt_lens.tolist(), batch.completion_lens.tolist(), batch.episode_offsets.tolist()
+        ends, J, correct = batch.episode_ends.tolist(), batch.J.tolist(), batch.correct.tolist()
+        out = []
+        for b in range(len(batch)):
+            xs = [P[b] + e + extra for e in ends[eo[b]:eo[b + 1]]] + [P[b] + L[b] + extra]
+            js = J[eo[b]:eo[b + 1]] + [correct[b]]
+            out.append(normalised_regret(xs, js, P[b] + self.cfg.rollout.max_new_tokens + extra))
+        return out
 
     # ---- evaluation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -357,15 +382,13 @@ class Trainer:
         params = [SamplingParams(temperature=e.temperature, top_p=cfg.rollout.top_p, max_tokens=L, n=e.samples,
                                  seed=derive_seed("eval", cfg.seed, lo + j)) for j in range(len(ex))]
         mp = self._meta_prover(L, prompt_branches=False, seed=derive_seed("eval-meta-prover", cfg.seed, lo))
-        outs = self._generate([x.prompt_ids for x in ex], params, mp) if ex else []
-        batch = build_batch(outs, [x.answer for x in ex], list(range(len(ex))),
-                            (mp.boundaries if mp is not None else lambda i, j: []), self.reward_fn,
+        outs = self._generate([x.prompt_ids for x in ex], params, mp).outputs     # no examples: empty
+        batch = build_batch(outs, [x.answer for x in ex], list(range(len(ex))), self.reward_fn,
                             termination_text=cfg.meta_prover.termination_text)
-        tr = batch.traces
-        local = {"n": len(batch), "accuracy": sum(t.correct for t in tr),
-                 "regret": sum(sum(1.0 - j for j in t.J) + 1.0 - t.correct for t in tr),
-                 "regret_normalized": sum(self._normalised_regret(t) for t in tr),
-                 "length": batch.num_completion_tokens, "episodes": sum(len(t.boundaries) for t in tr)}
+        local = {"n": len(batch), "accuracy": _total(batch.correct),
+                 "regret": _total(1.0 - batch.J) + len(batch) - _total(batch.correct),
+                 "regret_normalized": sum(self._normalised_regret(batch)),
+                 "length": batch.num_completion_tokens, "episodes": batch.episode_ends.numel()}
         g = dict(zip(local, self.dist.all_reduce_sum(list(local.values()))))
         n = max(g.pop("n"), 1)
         return {"kind": "eval", "step": self.step, **{f"eval/{k}": v / n for k, v in g.items()}}
@@ -397,7 +420,7 @@ class Trainer:
             load_fsdp_checkpoint(self.train_model, self.gen_model, self.optimizer, path, state["optimizer"])
         self.step = int(state["step"])
         self.bad_steps = int(state["extra"].get("bad_steps", 0))
-        _seed_all(self.cfg.seed + self.dist.rank + self.step)
+        _seed_all(derive_seed("global-rng", self.cfg.seed, self.dist.rank, self.step))
         return True
 
     # ---- the run ------------------------------------------------------------------------------------------------
@@ -459,39 +482,47 @@ class Trainer:
         return result
 
 
-def _progress_by_episode(traces, progress: list[float], max_episodes: int) -> dict:
-    """{"progress_sum/j": ..., "progress_count/j": ...} for episode indices j < max_episodes (progress is in the
+def _total(x: torch.Tensor) -> float:
+    """A float sum of a tensor, accumulated in float64 (metric sums of B- or E-sized values)."""
+    return float(x.double().sum())
+
+
+def _progress_by_episode(batch: RolloutBatch, progress: torch.Tensor, num_indices: int) -> dict:
+    """{"progress_sum/j": ..., "progress_count/j": ...} for episode indices j < num_indices (progress (E,) is in the
     batch's episode order). Every rank makes the same keys, in the same order, so they can be reduced by name."""
-    out = {f"progress_{kind}/{j}": 0.0 for kind in ("sum", "count") for j in range(max_episodes)}
-    k = 0
-    for t in traces:
-        for j in range(len(t.boundaries)):
-            if j < max_episodes:
-                out[f"progress_sum/{j}"] += progress[k]
-                out[f"progress_count/{j}"] += 1
-            k += 1
-    return out
+    n_ep = batch.episode_offsets.diff()                                                      # (B,)
+    owner = torch.repeat_interleave(torch.arange(len(batch), device=n_ep.device), n_ep)      # (E,) trace of each
+    j = torch.arange(owner.numel(), device=n_ep.device) - batch.episode_offsets[owner]       # (E,) index in trace
+    keep = j < num_indices
+    sums = torch.zeros(num_indices, dtype=torch.float64, device=n_ep.device).index_add_(
+        0, j[keep], progress[keep].double()).tolist()
+    counts = torch.bincount(j[keep], minlength=num_indices).tolist()
+    return {**{f"progress_sum/{i}": sums[i] for i in range(num_indices)},
+            **{f"progress_count/{i}": counts[i] for i in range(num_indices)}}
 
 
-def _num_groups(batch) -> int:
-    return len({t.group for t in batch.traces})
+def _group_spread(batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dense group index of each trace (B,), whether each group's rewards differ (G,))."""
+    _, g = torch.unique(batch.group_ids, return_inverse=True)
+    n = int(g.max()) + 1 if len(batch) else 0
+    lo = torch.full((n,), float("inf"), device=g.device).scatter_reduce(0, g, batch.rewards, "amin")
+    hi = torch.full((n,), float("-inf"), device=g.device).scatter_reduce(0, g, batch.rewards, "amax")
+    return g, lo != hi
 
 
-def _zero_variance_groups(batch) -> int:
+def _num_groups(batch: RolloutBatch) -> int:
+    return int(torch.unique(batch.group_ids).numel())
+
+
+def _zero_variance_groups(batch: RolloutBatch) -> int:
     """Groups whose rewards are all equal (all right or all wrong): their GRPO advantages are all zero."""
-    rewards: dict[int, set] = {}
-    for t in batch.traces:
-        rewards.setdefault(t.group, set()).add(t.reward)
-    return sum(1 for v in rewards.values() if len(v) == 1)
+    return int((~_group_spread(batch)[1]).sum())
 
 
-def _mixed_groups(batch):
-    """A RolloutBatch of the traces of batch's groups with mixed rewards."""
-    from .rollout_batch import RolloutBatch
-    rewards: dict[int, set] = {}
-    for t in batch.traces:
-        rewards.setdefault(t.group, set()).add(t.reward)
-    return RolloutBatch([t for t in batch.traces if len(rewards[t.group]) > 1])
+def _mixed_groups(batch: RolloutBatch) -> RolloutBatch:
+    """The traces of batch's groups with mixed rewards."""
+    g, mixed = _group_spread(batch)
+    return batch.select(mixed[g].nonzero().flatten())
 
 
 def _add_info(info: dict, more: dict) -> None:

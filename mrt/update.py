@@ -5,9 +5,10 @@ Per micro-batch (traces packed without padding, at most `micro_batch_tokens` tok
     logp, entropy = fused_linear_logprobs(hidden, lm_head_weight, targets, temperature=T, return_entropy=True)
     loss = mrt.loss.policy_loss(logp, old_logp, advantages, mask, ...)  # normalised by the WHOLE batch's counts
     loss.backward()                                                      # gradients accumulate
-then clip the gradient norm and take one optimizer step. With several ranks the counts are the global ones and the
+then clip the gradient norm (`run_update`); the trainer takes the optimizer step once every rank found its loss and
+gradient norm finite (`run_update`'s `_finite`). With several ranks the counts are the global ones and the
 loss is multiplied by the world size, so DDP's gradient mean is the gradient of the global batch loss.
-A non-finite loss or gradient norm skips the optimizer step (gradients dropped); the caller counts them.
+A non-finite loss or gradient norm skips the optimizer step (gradients dropped); the trainer counts such steps.
 
 Precision: the training forward runs in the model's own dtype, as the rollout engine does (no autocast), so the old
 (engine) and new (training) log-probs differ only by the two paths' kernels. `rl.recompute_old_logp` removes even
@@ -20,13 +21,15 @@ and the gathered (plain) tensor only after the root module's forward has unshard
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 
 from mrt_kernels import fused_linear_logprobs
 
-from .loss import policy_loss
+from .loss import LossSettings, policy_loss
 from .models import packed_metadata
 
 
@@ -85,29 +88,41 @@ def recompute_old_logp(train_model, policy, micro, *, temperature: float) -> tup
     return diff, n
 
 
-def run_update(train_model, policy, optimizer, micro, rl, *, temperature: float, grad_clip: float | None,
-               num_tokens: int, num_seqs: int, world_size: int = 1, ref_logp_fn=None) -> dict:
-    """One optimizer step over the micro-batches `micro` (PackedUpdate list of this rank). `train_model` takes the
-    forward (the model, DDP or FSDP2); `policy` is the unwrapped model, whose lm_head_weight is read after it.
+@dataclass(frozen=True)
+class UpdateSettings:
+    """What the update reads from the config, once (`from_config`): the loss's settings, the temperature of the
+    log-probs (the rollout's, so old and new log-probs are of the same distribution) and the gradient clip."""
+    loss: LossSettings
+    temperature: float
+    grad_clip: float | None
+
+    @classmethod
+    def from_config(cls, cfg) -> "UpdateSettings":
+        return cls(LossSettings.from_config(cfg.rl), cfg.rollout.logprob_temperature, cfg.optim.grad_clip)
+
+
+def run_update(train_model, policy, optimizer, micro, settings: UpdateSettings, *, num_tokens: int, num_seqs: int,
+               world_size: int = 1, ref_logp_fn=None) -> dict:
+    """One optimizer step's gradients over the micro-batches `micro` (PackedUpdate list of this rank); the caller
+    steps the optimizer. `train_model` takes the forward (the model, DDP or FSDP2); `policy` is the unwrapped model,
+    whose lm_head_weight is read after it; num_tokens, num_seqs: the whole batch's counts (all ranks).
     Returns stats (means over this rank's completion tokens; `loss` is this rank's share, summed over ranks it is
-    the batch loss) and `_finite` (False when the step must be skipped for a non-finite value)."""
+    the batch loss; `grad_norm`: the norm before clipping) and `_finite` (False when the step must be skipped: a
+    non-finite loss or gradient norm)."""
     optimizer.zero_grad(set_to_none=True)
-    sums = {"loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0, "clip_high_fraction": 0.0, "clip_low_fraction": 0.0,
-            "kl": 0.0, "approx_kl_old": 0.0, "ratio_mean": 0.0}
+    sums = dict.fromkeys(("loss", "entropy", "clip_fraction", "clip_high_fraction", "clip_low_fraction", "kl",
+                          "approx_kl_old", "ratio_mean"), 0.0)
     ratio_max, tok, finite = 0.0, 0, True
     for i, mb in enumerate(micro):
         # DDP: all-reduce the gradients only on the last micro-batch.
         sync = contextlib.nullcontext() if i == len(micro) - 1 or not hasattr(train_model, "no_sync") \
             else train_model.no_sync()
         with sync:
-            logp, entropy = _logprobs(train_model, policy, mb, temperature, entropy=True)
+            logp, entropy = _logprobs(train_model, policy, mb, settings.temperature, entropy=True)
             ref = ref_logp_fn(mb) if ref_logp_fn is not None else None
-            loss, st = policy_loss(logp, mb.old_logp, mb.advantages, mb.mask, mb.seq_ids, clip_low=rl.clip_low,
-                                   clip_high=rl.clip_high, kl_coef=rl.kl_coef, ref_logp=ref,
-                                   aggregation=rl.aggregation, constant_normalizer=rl.constant_normalizer,
-                                   num_tokens=num_tokens, num_seqs=num_seqs)
-            if not torch.isfinite(loss):
-                finite = False
+            loss, st = policy_loss(logp, mb.old_logp, mb.advantages, mb.mask, mb.seq_ids, ref_logp=ref,
+                                   num_tokens=num_tokens, num_seqs=num_seqs, **dataclasses.asdict(settings.loss))
+            finite = finite and bool(torch.isfinite(loss))
             (loss * world_size).backward()
         n = int(mb.mask.sum())
         tok += n
@@ -118,13 +133,16 @@ def run_update(train_model, policy, optimizer, micro, rl, *, temperature: float,
         ratio_max = max(ratio_max, st["ratio_max"])
     stats = {k: (v if k == "loss" else v / max(tok, 1)) for k, v in sums.items()}
     stats["ratio_max"] = ratio_max
+    stats["grad_norm"] = _clipped_grad_norm(optimizer, settings.grad_clip)
+    stats["_finite"] = finite and math.isfinite(stats["grad_norm"])
+    return stats
+
+
+def _clipped_grad_norm(optimizer, grad_clip: float | None) -> float:
+    """The gradients' global norm (before clipping), clipping them to grad_clip when set."""
     params = [p for g in optimizer.param_groups for p in g["params"]]
     if grad_clip is not None:
         gn = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     else:
         gn = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-    gn = float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)
-    stats["grad_norm"] = gn
-    finite = finite and math.isfinite(gn)
-    stats["_finite"] = finite
-    return stats
+    return float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)

@@ -1,10 +1,11 @@
 """Accuracy at token budgets by budget forcing, one generation per trace.
 
 Each trace is generated once, up to the largest budget. A generate hook watches it: as soon as its output reaches a
-budget b, it asks the engine for `m` meta-prover branches at position `prompt + b` (ForkRequest): each branch shares
-the trace's KV blocks up to that point, is fed the termination text and samples a short answer. So only the
-termination text and the answers are computed per budget, never the prefix again. J_b of the trace is the mean reward
-of its branches' answers (the termination text is part of the checked text: it may open the answer, e.g. `\\boxed{`).
+budget b, it asks the engine for `m` meta-prover branches at position `prompt + b` (ForkRequest, tagged
+`BranchTag.budget(b)`): each branch shares the trace's KV blocks up to that point, is fed the termination text and
+samples a short answer. So only the termination text and the answers are computed per budget, never the prefix again.
+J_b of the trace is the mean reward of its branches' answers, scored as in training (`mrt.meta_prover.score_branches`:
+the termination text is part of the checked text, it may open the answer, e.g. `\\boxed{`).
 
 A trace that stopped by itself within b tokens answers with its own output at every budget >= its length (the model
 finished thinking; its answer stands). A budget that the hook could not fork (the trace reached it on its very last
@@ -18,9 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .metrics import mean
-
-TAG = "budget"
+from mrt.meta_prover import BranchTag, score_answers, score_branches
 
 
 @dataclass
@@ -35,6 +34,13 @@ class BudgetTrace:
     tokens: list[float] = field(default_factory=list)      # x of the J curve at each budget
     answers: list[list[str]] = field(default_factory=list)  # the checked texts at each budget
     sources: list[str] = field(default_factory=list)       # "fork" | "own" | "fallback" at each budget
+
+    def add(self, J: float, tokens: float, answers: list[str], source: str) -> None:
+        """The next budget's point."""
+        self.J.append(J)
+        self.tokens.append(tokens)
+        self.answers.append(answers)
+        self.sources.append(source)
 
 
 class BudgetHook:
@@ -60,7 +66,7 @@ class BudgetHook:
             b = self.budgets[i]
             # A prefix that ends with the trace's own stop token is a finished trace: it answers for itself.
             if not out[b - 1] in self.stop_token_ids:
-                reqs.append(self._fork(self.termination_ids, self.meta_params, tag=(TAG, b),
+                reqs.append(self._fork(self.termination_ids, self.meta_params, tag=BranchTag.budget(b),
                                        position=len(seq.prompt_token_ids) + b))
             i += 1
         self.next_budget[key] = i
@@ -75,59 +81,65 @@ def generate_with_budgets(engine, prompts: list[list[int]], trace_params, budget
     """Generate `trace_params.n` traces per prompt once, forking the meta-prover at every budget.
 
     trace_params.max_tokens must be >= max(budgets). reward(text, request_index) -> 0/1 checks an answer of that
-    prompt. Returns the engine's outputs, BudgetTrace[request][sample], and stats (forks, fallbacks).
+    prompt. Returns the engine's outputs, BudgetTrace[request][sample], and stats (forks, fallbacks, and engine: the
+    GenerationStats of its generate calls).
     """
     budgets = sorted(budgets)
     if trace_params.max_tokens < budgets[-1]:
         raise ValueError(f"trace max_tokens ({trace_params.max_tokens}) is below the largest budget ({budgets[-1]})")
     hook = BudgetHook(budgets, termination_ids, meta_params, stop_token_ids=stop_token_ids)
-    outs = engine.generate(prompts, trace_params, hook=hook, use_tqdm=use_tqdm)
+    gen = engine.generate(prompts, trace_params, hook=hook, use_tqdm=use_tqdm)
+    outs, engine_stats = gen.outputs, gen.stats
 
-    results: list[list[BudgetTrace]] = []
-    missing: list[tuple[BudgetTrace, int]] = []   # (trace, budget index) answered by a fresh generation
+    results, missing = _score_traces(outs, budgets, termination_text, reward)
+    if missing:
+        engine_stats = engine_stats + _answer_fallbacks(engine, outs, missing, budgets, termination_ids,
+                                                        termination_text, meta_params, reward)
+    stats = {"forks": hook.num_forks, "fallbacks": len(missing), "engine": engine_stats}
+    return outs, results, stats
+
+
+def _score_traces(outs, budgets: list[int], termination_text: str, reward) -> tuple[list, list]:
+    """BudgetTrace[request][sample] of the outputs, and the (trace, budget index) pairs no branch answered."""
+    results, missing = [], []
     for r, out in enumerate(outs):
         row = []
         for comp in out.outputs:
-            n_prompt, n_out = len(out.prompt_token_ids), len(comp.token_ids)
-            tr = BudgetTrace(r, comp.index, n_prompt, n_out, budgets)
-            by_tag: dict[int, list] = {}
-            for br in comp.branches:
-                if isinstance(br.tag, tuple) and br.tag[0] == TAG:
-                    by_tag.setdefault(br.tag[1], []).append(br)
-            own = reward(comp.text, r)
-            for j, b in enumerate(budgets):
-                if comp.finish_reason == "stop" and n_out <= b:
-                    tr.J.append(own)
-                    tr.tokens.append(n_prompt + n_out)
-                    tr.answers.append([comp.text])
-                    tr.sources.append("own")
-                elif b in by_tag:
-                    brs = by_tag[b]
-                    texts = [termination_text + br.text for br in brs]
-                    tr.J.append(mean([reward(t, r) for t in texts]))
-                    tr.tokens.append(n_prompt + b + mean([len(br.token_ids) for br in brs]))
-                    tr.answers.append(texts)
-                    tr.sources.append("fork")
-                else:
-                    tr.J.append(float("nan"))
-                    tr.tokens.append(float("nan"))
-                    tr.answers.append([])
-                    tr.sources.append("fallback")
-                    missing.append((tr, j))
+            tr = _score_trace(r, len(out.prompt_token_ids), comp, budgets, termination_text, reward)
+            missing += [(tr, j) for j, src in enumerate(tr.sources) if src == "fallback"]
             row.append(tr)
         results.append(row)
+    return results, missing
 
-    if missing:
-        fresh_prompts = []
-        for tr, j in missing:
-            comp = outs[tr.request_index].outputs[tr.sample_index]
-            fresh_prompts.append(list(outs[tr.request_index].prompt_token_ids)
-                                 + list(comp.token_ids[:budgets[j]]) + list(termination_ids))
-        fresh = engine.generate(fresh_prompts, meta_params, use_tqdm=False)
-        for (tr, j), fo in zip(missing, fresh):
-            texts = [termination_text + c.text for c in fo.outputs]
-            tr.J[j] = mean([reward(t, tr.request_index) for t in texts])
-            tr.tokens[j] = tr.num_prompt_tokens + budgets[j] + mean([len(c.token_ids) for c in fo.outputs])
-            tr.answers[j] = texts
-    stats = {"forks": hook.num_forks, "fallbacks": len(missing)}
-    return outs, results, stats
+
+def _score_trace(r: int, n_prompt: int, comp, budgets: list[int], termination_text: str, reward) -> BudgetTrace:
+    """One trace's point at each budget: its own answer once it stopped, else its branches' (NaN: no branch)."""
+    n_out = len(comp.token_ids)
+    tr = BudgetTrace(r, comp.index, n_prompt, n_out, budgets)
+    scores = score_branches(comp.branches, termination_text, lambda text: reward(text, r))
+    own = reward(comp.text, r)
+    for b in budgets:
+        s = scores.get(BranchTag.budget(b))
+        if comp.finish_reason == "stop" and n_out <= b:
+            tr.add(own, n_prompt + n_out, [comp.text], "own")
+        elif s is not None:
+            tr.add(s.J, n_prompt + b + s.mean_answer_tokens, s.texts, "fork")
+        else:
+            tr.add(float("nan"), float("nan"), [], "fallback")
+    return tr
+
+
+def _answer_fallbacks(engine, outs, missing, budgets: list[int], termination_ids: list[int], termination_text: str,
+                      meta_params, reward):
+    """Answer the budgets no branch answered by a fresh generation from the cut prefix + termination text (the
+    prefix comes from the cache) -> the GenerationStats of that generate call."""
+    fresh_prompts = []
+    for tr, j in missing:
+        comp = outs[tr.request_index].outputs[tr.sample_index]
+        fresh_prompts.append(list(outs[tr.request_index].prompt_token_ids)
+                             + list(comp.token_ids[:budgets[j]]) + list(termination_ids))
+    fresh = engine.generate(fresh_prompts, meta_params, use_tqdm=False)
+    for (tr, j), fo in zip(missing, fresh.outputs):
+        s = score_answers(fo.outputs, termination_text, lambda text, r=tr.request_index: reward(text, r))
+        tr.J[j], tr.tokens[j], tr.answers[j] = s.J, tr.num_prompt_tokens + budgets[j] + s.mean_answer_tokens, s.texts
+    return fresh.stats

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from mrt.seeds import derive_seed
+
 from . import metrics, stats
 from .budget_forcing import generate_with_budgets
 from .config import EvalConfig
@@ -87,29 +89,59 @@ def evaluate_dataset(engine, tokenizer, dataset: EvalDataset, cfg: EvalConfig, *
         return float(verifier.reward(text, dataset.answers[i]))
 
     stop_ids = _stop_ids(engine, tokenizer)
-    trace_params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_budget,
-                                  n=cfg.samples, seed=cfg.seed)
-    meta_params = SamplingParams(temperature=cfg.meta_temperature, top_p=cfg.meta_top_p, max_tokens=cfg.answer_tokens,
-                                 n=cfg.meta_samples, seed=cfg.seed + 1)
+    trace_params, meta_params = _sampling_params(cfg)
     points = curve_points(cfg)
     outs, traces, fork_stats = generate_with_budgets(engine, prompts, trace_params, points, termination_ids,
                                                      termination_text, meta_params, reward, stop_token_ids=stop_ids,
                                                      use_tqdm=cfg.progress)
+    result = {"model": model_name, "dataset": dataset.name, "verifier": verifier.name, "num_problems": len(prompts),
+              "samples": cfg.samples, **_own_answer_metrics(outs, prompts, reward, verifier, cfg),
+              **_budget_metrics(traces, points, cfg),
+              "forks": fork_stats["forks"], "fallbacks": fork_stats["fallbacks"]}
+    if cfg.extrapolation_rounds:
+        curve = extrapolate(engine, tokenizer, prompts, reward, rounds=cfg.extrapolation_rounds,
+                            round_tokens=cfg.round_tokens, eval_every=cfg.eval_every, markers=cfg.markers,
+                            think_end=cfg.think_end, termination_text=termination_text,
+                            trace_params=SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed),
+                            meta_params=meta_params, stop_token_ids=stop_ids)
+        result["extrapolation"] = curve.to_dict()
+    result["seconds"] = time.perf_counter() - t0
+    return result
 
-    # Own answers of the traces: pass@1, maj@k, tokens.
+
+def _sampling_params(cfg: EvalConfig):
+    """(the traces' SamplingParams, the meta-prover's), each with its own seed."""
+    from mrt.rollout import SamplingParams
+    trace_params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_budget,
+                                  n=cfg.samples, seed=cfg.seed)
+    meta_params = SamplingParams(temperature=cfg.meta_temperature, top_p=cfg.meta_top_p, max_tokens=cfg.answer_tokens,
+                                 n=cfg.meta_samples, seed=derive_seed("eval-meta-prover", cfg.seed))
+    return trace_params, meta_params
+
+
+def _own_answer_metrics(outs, prompts, reward, verifier, cfg: EvalConfig) -> dict[str, Any]:
+    """The traces' own answers: pass@1, pass@k, maj@k against tokens, mean tokens, the stopped fraction."""
     own_rewards, keys, lengths = [], [], []
     for i, out in enumerate(outs):
         own_rewards.append([reward(c.text, i) for c in out.outputs])
         keys.append([verifier.extract(c.text) for c in out.outputs])
         lengths += [len(c.token_ids) for c in out.outputs]
-    flat = [r for row in own_rewards for r in row]
     mean_tokens = metrics.mean(lengths)
     maj = metrics.maj_curve(keys, [[r > 0.5 for r in row] for row in own_rewards])
+    return {
+        "pass@1": metrics.pass_at_1([r for row in own_rewards for r in row]),
+        "pass@k": [metrics.mean([metrics.pass_at_k(len(row), int(sum(r > 0.5 for r in row)), k)
+                                 for row in own_rewards]) for k in range(1, cfg.samples + 1)],
+        "maj@k": maj, "tokens_for_maj@k": [k * mean_tokens for k in range(1, len(maj) + 1)],
+        "mean_tokens": mean_tokens, "mean_prompt_tokens": metrics.mean([len(p) for p in prompts]),
+        "stopped_fraction": metrics.mean([float(c.finish_reason == "stop") for o in outs for c in o.outputs]),
+    }
 
-    # Budget forcing: accuracy at budgets, regret.
+
+def _budget_metrics(traces, points: list[int], cfg: EvalConfig) -> dict[str, Any]:
+    """Budget forcing: accuracy and normalised regret at the budgets, the J-vs-tokens curves, regret per episode."""
     all_traces = [t for row in traces for t in row]
     col = {p: j for j, p in enumerate(points)}
-    acc_at = [metrics.mean([t.J[col[b]] for t in all_traces]) for b in cfg.budgets]
     # C0 counts the prompt too, as the curve's x does (MRT.md): C0 = prompt + budget. A trace's points are sorted by
     # x: a forced answer just before the trace's own end can cost more tokens than the end itself.
     regret_at = [metrics.mean([metrics.normalised_regret(*zip(*sorted(zip(t.tokens, t.J))), t.num_prompt_tokens + b,
@@ -121,16 +153,10 @@ def evaluate_dataset(engine, tokenizer, dataset: EvalDataset, cfg: EvalConfig, *
         js = [j for j, p in zip(t.J, points) if p <= t.num_output_tokens] or t.J[:1]
         per_episode.append(metrics.regret_per_episode(js))
         cumulative.append(metrics.cumulative_regret(js))
-
-    result = {
-        "model": model_name, "dataset": dataset.name, "verifier": verifier.name, "num_problems": len(prompts),
-        "samples": cfg.samples, "pass@1": metrics.pass_at_1(flat),
-        "pass@k": [metrics.mean([metrics.pass_at_k(len(row), int(sum(r > 0.5 for r in row)), k)
-                                 for row in own_rewards]) for k in range(1, cfg.samples + 1)],
-        "maj@k": maj, "tokens_for_maj@k": [k * mean_tokens for k in range(1, len(maj) + 1)],
-        "mean_tokens": mean_tokens, "mean_prompt_tokens": metrics.mean([len(p) for p in prompts]),
-        "stopped_fraction": metrics.mean([float(c.finish_reason == "stop") for o in outs for c in o.outputs]),
-        "budgets": list(cfg.budgets), "accuracy_at_budget": acc_at, "normalised_regret_at_budget": regret_at,
+    return {
+        "budgets": list(cfg.budgets),
+        "accuracy_at_budget": [metrics.mean([t.J[col[b]] for t in all_traces]) for b in cfg.budgets],
+        "normalised_regret_at_budget": regret_at,
         "curve": {"output_tokens": points,
                   "tokens": [metrics.mean([t.tokens[j] for t in all_traces]) for j in range(len(points))],
                   "J": [metrics.mean([t.J[j] for t in all_traces]) for j in range(len(points))]},
@@ -138,14 +164,4 @@ def evaluate_dataset(engine, tokenizer, dataset: EvalDataset, cfg: EvalConfig, *
         "curve_grid": stats.curve_band([[(t.tokens, t.J) for t in row] for row in traces]),
         "episode_tokens": episode_tokens(cfg),
         "regret_per_episode": metrics.mean(per_episode), "cumulative_regret": metrics.mean(cumulative),
-        "forks": fork_stats["forks"], "fallbacks": fork_stats["fallbacks"],
     }
-    if cfg.extrapolation_rounds:
-        curve = extrapolate(engine, tokenizer, prompts, reward, rounds=cfg.extrapolation_rounds,
-                            round_tokens=cfg.round_tokens, eval_every=cfg.eval_every, markers=cfg.markers,
-                            think_end=cfg.think_end, termination_text=termination_text,
-                            trace_params=SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed),
-                            meta_params=meta_params, stop_token_ids=stop_ids)
-        result["extrapolation"] = curve.to_dict()
-    result["seconds"] = time.perf_counter() - t0
-    return result

@@ -101,6 +101,19 @@ def test_bad_yaml_names_the_key(tmp_path):
         load_config(str(p))
 
 
+def test_removed_keys_say_so(tmp_path):
+    """An old config that still sets a removed key gets told so, naming the key."""
+    p = tmp_path / "old.yaml"
+    p.write_text(yaml.safe_dump({"logging": {"every": 1}, "rl": {"normalize_progress": False}}))
+    with pytest.raises(ConfigError, match=r"^logging\.every: removed"):
+        load_config(str(p))
+    p.write_text(yaml.safe_dump({"rl": {"normalize_progress": False}}))
+    with pytest.raises(ConfigError, match=r"^rl\.normalize_progress: removed"):
+        load_config(str(p))
+    with pytest.raises(ConfigError, match=r"^rl\.normalize_progress: removed"):
+        load_config(None, ["--rl.normalize_progress", "false"])
+
+
 def test_to_yaml_round_trip(tmp_path):
     cfg = load_config(None, ["--rl.alpha", "0.25", "--episodes.markers", "[Wait, 'Hmm, no']"])
     p = tmp_path / "r.yaml"

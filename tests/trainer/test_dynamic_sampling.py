@@ -16,8 +16,8 @@ def _trace(group: int, reward: float, boundaries=(), J=(), n=10) -> Trace:
 
 
 def test_zero_variance_and_mixed_groups():
-    batch = RolloutBatch([_trace(0, 1.0), _trace(0, 1.0), _trace(1, 0.0), _trace(1, 1.0), _trace(2, 0.0),
-                          _trace(2, 0.0), _trace(3, 0.5)])
+    batch = RolloutBatch.from_traces([_trace(0, 1.0), _trace(0, 1.0), _trace(1, 0.0), _trace(1, 1.0),
+                                      _trace(2, 0.0), _trace(2, 0.0), _trace(3, 0.5)])
     assert _zero_variance_groups(batch) == 3           # groups 0 (all right), 2 (all wrong), 3 (one trace)
     assert [t.group for t in _mixed_groups(batch).traces] == [1, 1]
 
@@ -60,17 +60,21 @@ def test_spare_prompts_are_seeded_by_step_and_round(tmp_path):
 
 def test_normalised_regret_of_a_trace(tmp_path):
     tr = Trainer(tiny_config(tmp_path))
+
+    def regret(t):
+        return tr._normalised_regret(RolloutBatch.from_traces([t]))[0]
+
     extra = len(tr.termination_ids) + tr.cfg.meta_prover.answer_max_tokens
     L = tr.cfg.rollout.max_new_tokens
     t = _trace(0, 1.0, boundaries=[4], J=[0.0], n=8)
     want = normalised_regret([3 + 4 + extra, 3 + 8 + extra], [0.0, 1.0], 3 + L + extra)
-    assert tr._normalised_regret(t) == pytest.approx(want)
+    assert regret(t) == pytest.approx(want)
     # Right from the first boundary on: regret is the share of the budget before it (and the linear ramp to it).
     right = _trace(0, 1.0, boundaries=[1], J=[1.0], n=8)
-    assert tr._normalised_regret(right) < tr._normalised_regret(t)
+    assert regret(right) < regret(t)
     # A wrong trace never succeeds: regret 1, whatever its length.
-    assert tr._normalised_regret(_trace(0, 0.0, n=5)) == pytest.approx(1.0)
-    assert tr._normalised_regret(_trace(0, 0.0, n=50)) == pytest.approx(1.0)
+    assert regret(_trace(0, 0.0, n=5)) == pytest.approx(1.0)
+    assert regret(_trace(0, 0.0, n=50)) == pytest.approx(1.0)
 
 
 def test_fsdp_ranks_run_the_same_number_of_micro_batches():

@@ -37,8 +37,8 @@ def test_recompute_replaces_engine_logprobs_by_the_training_forward(tmp_path):
     # fp32 on both paths: the engine's log-probs agree with the training forward's to float rounding.
     assert abs(diff) / n < 1e-4
     # The first epoch's ratio is then 1 on every token: no clipping, ratio_mean 1.
-    stats = run_update(tr.train_model, tr.model, tr.optimizer, micro, tr.cfg.rl, temperature=tr.cfg.rollout.temperature,
-                       grad_clip=1.0, num_tokens=n, num_seqs=len(batch))
+    stats = run_update(tr.train_model, tr.model, tr.optimizer, micro, tr.update_settings, num_tokens=n,
+                       num_seqs=len(batch))
     assert stats["clip_fraction"] == 0.0 and abs(stats["ratio_mean"] - 1.0) < 1e-6
     assert abs(stats["approx_kl_old"]) < 1e-6
 

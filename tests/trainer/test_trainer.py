@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mrt.episodes import make_segmenter
-from mrt.meta_prover import PROMPT_TAG, MetaProver
+from mrt.meta_prover import BranchTag, MetaProver, episode_J, score_branches
 from mrt.rollout import SamplingParams
 from mrt.rollout_batch import micro_batches
 from mrt.trainer import Trainer
@@ -65,20 +65,22 @@ def test_meta_prover_forks_at_offline_boundaries(tmp_path):
                     answer_max_tokens=3, temperature=0.6, top_p=0.95, max_tokens=64, stop_token_ids=tr.stop_ids,
                     seed=3)
     outs = tr.engine.generate([e.prompt_ids for e in ex], SamplingParams(temperature=1.3, max_tokens=64, n=6, seed=5),
-                              hook=mp)
+                              hook=mp).outputs
     seg = make_segmenter(cfg.episodes)
     n_bounds = 0
     for i, req in enumerate(outs):
-        prompt_branches = [b for c in req.outputs for b in c.branches if b.tag == PROMPT_TAG]
+        prompt_branches = [b for c in req.outputs for b in c.branches if b.tag == BranchTag.prompt()]
         assert len(prompt_branches) == m
         assert all(b.position == len(req.prompt_token_ids) for b in prompt_branches)
         for c in req.outputs:
             offline = seg.boundaries(c.token_ids, tr.tokenizer)
-            assert mp.boundaries(i, c.index) == offline, (i, c.index, tr.tokenizer.decode(c.token_ids))
-            ep = [b for b in c.branches if b.tag != PROMPT_TAG]
-            assert sorted(b.tag[1] for b in ep) == sorted(x for x in offline for _ in range(m))
+            # The trace's boundaries are its episode branches' positions (what build_batch reads).
+            bounds, _ = episode_J(score_branches(c.branches, "", lambda text: 0.0), len(c.token_ids))
+            assert bounds == offline, (i, c.index, tr.tokenizer.decode(c.token_ids))
+            ep = [b for b in c.branches if b.tag.kind == "episode"]
+            assert sorted(b.tag.position for b in ep) == sorted(x for x in offline for _ in range(m))
             for b in ep:
-                assert b.position == len(req.prompt_token_ids) + b.tag[1]
+                assert b.position == len(req.prompt_token_ids) + b.tag.position
                 assert b.continuation_token_ids == tr.termination_ids
                 assert 1 <= len(b.token_ids) <= 3
             n_bounds += len(offline)
@@ -93,6 +95,7 @@ def test_micro_batches_pack_without_padding(tmp_path):
     lens = [len(t.prompt_ids) + len(t.completion_ids) for t in batch.traces]
     budget = max(lens) + 5
     micro = micro_batches(batch, adv, budget)
+    traces = batch.traces
     assert all(sum(mb.seq_lens) <= budget for mb in micro) and len(micro) > 1
     assert [L for mb in micro for L in mb.seq_lens] == lens
     k = 0
@@ -100,7 +103,7 @@ def test_micro_batches_pack_without_padding(tmp_path):
         assert mb.input_ids.shape == mb.targets.shape == mb.mask.shape == mb.positions.shape
         start = 0
         for L in mb.seq_lens:
-            t = batch.traces[int(mb.seq_ids[start])]
+            t = traces[int(mb.seq_ids[start])]
             P, C = len(t.prompt_ids), len(t.completion_ids)
             assert mb.input_ids[start:start + L].tolist() == t.prompt_ids + t.completion_ids
             assert mb.positions[start:start + L].tolist() == list(range(L))

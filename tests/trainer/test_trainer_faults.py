@@ -55,7 +55,8 @@ def test_non_finite_losses_in_a_row_stop_the_run(tmp_path, monkeypatch):
     (["--rl.bogus", "1"], "rl.bogus: unknown config key"),
     (["--rl.algo", "ppo"], "rl.algo: must be one of"),
     (["--optim.lr", "fast"], "optim.lr: expected a number"),
-    (["--rl.normalize_progress", "true"], "rl.normalize_progress"),
+    (["--rl.normalize_progress", "true"], "rl.normalize_progress: removed"),
+    (["--logging.every", "2"], "logging.every: removed"),
     (["--config"], "--config: needs a file"),
 ])
 def test_bad_settings_name_the_key(tmp_path, args, match):
