@@ -161,10 +161,10 @@ class Trainer:
         lo, hi = self.dist.shard(len(idx))
         quota = hi - lo
         batch, info = self._rollout_round(idx[lo:hi], step, 0, group_base=lo)
-        info["zero_variance_groups"] = (_zero_variance_groups(batch), _num_groups(batch))
         # The step's prompts as drawn, before any filtering: the policy's reward curve (dynamic sampling's kept
-        # groups are biased towards 0.5 and are logged apart, as reward_kept).
-        info["drawn"] = (len(batch), _total(batch.rewards), _total(batch.correct))
+        # groups are biased towards 0.5 and are logged apart, as reward_kept). Sums by name, reduced with the rest.
+        info["drawn"] = {"drawn": len(batch), "reward": _total(batch.rewards), "accuracy": _total(batch.correct),
+                         "zero_variance_groups": _zero_variance_groups(batch), "groups": _num_groups(batch)}
         info["rounds"], info["prompts_generated"] = 1, quota
         if not self.cfg.rl.dynamic_sampling or quota == 0:
             return batch, info
@@ -264,21 +264,23 @@ class Trainer:
         cfg, settings = self.cfg, self.update_settings
         micro = micro_batches(batch, adv.advantages, cfg.optim.micro_batch_tokens, device=self.dist.device)
         micro = self._same_count_on_every_rank(micro)
-        n_tok, n_seq = self.dist.all_reduce_sum([batch.num_completion_tokens, len(batch)])
+        n = self._reduce_by_name({"tokens": batch.num_completion_tokens, "traces": len(batch)})
         # rl.recompute_old_logp: old log-probs from the training forward (mrt.update); kl_old = engine - training.
         kl_old = recompute_old_logp(self.train_model, self.model, micro, temperature=settings.temperature) \
             if cfg.rl.recompute_old_logp else None
         for _ in range(cfg.rl.epochs_per_batch):
-            stats = run_update(self.train_model, self.model, self.optimizer, micro, settings, num_tokens=int(n_tok),
-                               num_seqs=int(n_seq), world_size=self.dist.world_size,
+            stats = run_update(self.train_model, self.model, self.optimizer, micro, settings,
+                               num_tokens=int(n["tokens"]), num_seqs=int(n["traces"]),
+                               world_size=self.dist.world_size,
                                ref_logp_fn=self._ref_logp if self.ref_model is not None else None)
-            ok = self.dist.all_reduce_sum([0.0 if stats.pop("_finite") else 1.0])[0] == 0
+            ok = self._reduce_by_name({"non_finite": 0.0 if stats.pop("_finite") else 1.0})["non_finite"] == 0
             if not ok:
                 break
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if kl_old is not None:    # the same measure as without the recompute: engine vs training log-probs
-            stats["approx_kl_old"] = kl_old[0] / max(kl_old[1], 1)
+            diff, count = kl_old
+            stats["approx_kl_old"] = diff / max(count, 1)
         return stats, ok
 
     def _ref_logp(self, mb):
@@ -291,8 +293,7 @@ class Trainer:
 
     def _step_metrics(self, batch, adv, stats, info, t_upd, t_end, t0) -> dict:
         """Rank-local sums, reduced by name (one all-reduce) -> global means."""
-        local = self._local_sums(batch, adv, stats, info)
-        g = dict(zip(local, self.dist.all_reduce_sum(list(local.values()))))
+        g = self._reduce_by_name(self._local_sums(batch, adv, stats, info))
         B, T, rl_time = max(g["traces"], 1), max(g["tokens"], 1), info["time/rollout"]
         rec = {"kind": "train"}
         rec.update({k: g[k] / B for k in ("reward_kept", "regret", "regret_normalized", "episodes", "J_prompt",
@@ -319,19 +320,20 @@ class Trainer:
                 rec[f"progress/episode_{j}"] = g[key] / g[f"progress_count/{j}"]
         return rec
 
+    def _reduce_by_name(self, sums: dict) -> dict:
+        """{name: this rank's sum} -> {name: the sum over ranks} (one all-reduce; every rank, the same names)."""
+        return dict(zip(sums, self.dist.all_reduce_sum(list(sums.values()))))
+
     def _local_sums(self, batch: RolloutBatch, adv, stats: dict, info: dict) -> dict:
         """This rank's sums of the step's metrics, by name (every rank makes the same keys in the same order)."""
         eng, n_tok = info["engine"], batch.num_completion_tokens
-        zero_var, n_groups = info["zero_variance_groups"]
         local = {
-            "traces": len(batch), "reward_kept": _total(batch.rewards),
-            "drawn": info["drawn"][0], "reward": info["drawn"][1], "accuracy": info["drawn"][2],
+            "traces": len(batch), "reward_kept": _total(batch.rewards), **info["drawn"],
             # the final episode's J is the trace's own outcome: 1 - correct (module docstring)
             "regret": _total(adv.regret) + len(batch) - _total(batch.correct),
             "regret_normalized": sum(self._normalised_regret(batch)),
             "tokens": n_tok, "episodes": batch.episode_ends.numel(), "J_prompt": _total(batch.J_prompt),
             "truncated": int(batch.truncated.sum()),
-            "zero_variance_groups": zero_var, "groups": n_groups,
             "prompts_generated": info["prompts_generated"], "rounds": info["rounds"],
             "entropy": stats.get("entropy", 0.0) * n_tok, "clip_fraction": stats.get("clip_fraction", 0.0) * n_tok,
             "kl": stats.get("kl", 0.0) * n_tok, "approx_kl_old": stats.get("approx_kl_old", 0.0) * n_tok,
@@ -389,7 +391,7 @@ class Trainer:
                  "regret": _total(1.0 - batch.J) + len(batch) - _total(batch.correct),
                  "regret_normalized": sum(self._normalised_regret(batch)),
                  "length": batch.num_completion_tokens, "episodes": batch.episode_ends.numel()}
-        g = dict(zip(local, self.dist.all_reduce_sum(list(local.values()))))
+        g = self._reduce_by_name(local)
         n = max(g.pop("n"), 1)
         return {"kind": "eval", "step": self.step, **{f"eval/{k}": v / n for k, v in g.items()}}
 
