@@ -3,7 +3,10 @@
 Sources, in order: the dataclass defaults (which ARE the embedded default, `configs/tiny_mrt.yaml`), a YAML preset,
 then dotted command-line overrides (`--rl.alpha 0.5` or `--rl.alpha=0.5`; a bare `--checkpoint.resume` sets a bool to
 true). Every value is parsed to its field's type; an unknown key or a bad value raises ConfigError naming the dotted
-key. The resolved config is written with the run (`Config.save`) and reads back to an equal Config.
+key; a key of an earlier version (REMOVED_KEYS) raises saying it was removed. The resolved config is written with the
+run (`Config.save`) and reads back to an equal Config. Components read their section once through a `from_config`
+(`MetaProver.from_config`, `UpdateSettings.from_config`); `RolloutConfig.logprob_temperature` is the one place the
+log-probs' temperature is derived from the sampling temperature.
 
 Paths starting with `mrt:` are relative to the `mrt` package (the embedded model: `mrt:assets/tiny_model`).
 """

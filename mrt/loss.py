@@ -14,6 +14,7 @@ Aggregations (registry AGGREGATIONS), over the tokens where `mask` is true, with
 - `constant`: sum_t l_t / (number of traces * constant_normalizer)   (Dr. GRPO: a fixed length, e.g. the budget)
 With gradient accumulation the counts must be those of the whole batch, not of the micro-batch: pass `num_tokens` /
 `num_seqs` (defaults: this call's), so that the micro-batch losses add up to the batch loss.
+The settings (clips, KL coefficient, aggregation) come from the `rl` config section as one `LossSettings`.
 """
 from __future__ import annotations
 
