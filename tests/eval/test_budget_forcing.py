@@ -42,7 +42,7 @@ def test_budget_forcing_equals_fresh_generation(tiny_model_dir, seed):
     # One generation: every budget the traces reached was forked (no fallback regeneration), and a branch computes
     # only its termination text (plus at most the parent's last, not yet computed token), never the prefix again.
     assert stats["forks"] > 0 and stats["fallbacks"] == 0, stats
-    assert engine.stats["branch_prompt_tokens_computed"] <= stats["forks"] * (len(term) + 1), engine.stats
+    assert stats["engine"].branch_prompt_tokens_computed <= stats["forks"] * (len(term) + 1), stats["engine"]
     fresh_engine, _ = _engine(tiny_model_dir, enable_prefix_caching=False)
     checked = 0
     for r, row in enumerate(results):
@@ -54,12 +54,12 @@ def test_budget_forcing_equals_fresh_generation(tiny_model_dir, seed):
                     assert comp.finish_reason == "stop" and len(comp.token_ids) <= b
                     continue
                 cut = list(prompts[r]) + list(comp.token_ids[:b]) + term
-                want = fresh_engine.generate([cut], meta)[0].outputs[0].text
+                want = fresh_engine.generate([cut], meta).outputs[0].outputs[0].text
                 got = tr.answers[j]
                 assert got == [term_text + want], (f"request {r} sample {tr.sample_index} budget {b} "
                                                    f"({tr.sources[j]}): forked {got!r} != fresh {want!r}")
                 assert tr.J[j] == float(want.endswith("1"))
-                assert tr.tokens[j] == len(prompts[r]) + b + len(fresh_engine.generate([cut], meta)[0]
+                assert tr.tokens[j] == len(prompts[r]) + b + len(fresh_engine.generate([cut], meta).outputs[0]
                                                                   .outputs[0].token_ids)
                 checked += 1
     assert checked >= len(prompts) * 2, checked
