@@ -22,13 +22,16 @@ in per-token Python lists (the definition, for tests).
 from __future__ import annotations
 
 import dataclasses
+from array import array
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 
 from .meta_prover import BranchTag, episode_J, score_branches
 
 _I64, _F32 = torch.int64, torch.float32
+_PROMPT = BranchTag.prompt()
 
 
 @dataclass
@@ -153,18 +156,24 @@ def _cat_offsets(parts: list[torch.Tensor]) -> torch.Tensor:
 
 
 class _BatchBuilder:
-    """Collects traces, then packs them in one go (`build`)."""
+    """Collects traces, then packs them in one go (`build`): the engine's token-id lists are appended to one int64
+    array each, made a tensor once per batch (an array's buffer converts ~3x faster than a list); log-probs are the
+    engine's tensors, concatenated."""
 
     def __init__(self):
-        self.prompts, self.completions, self.logps = [], [], []
+        self.prompt_ids, self.completion_ids = array("q"), array("q")
+        self.prompt_lens, self.completion_lens, self.logps = [], [], []
         self.rewards, self.correct, self.groups, self.J_prompt, self.truncated = [], [], [], [], []
         self.ends, self.J, self.num_episodes = [], [], []
 
     def add(self, prompt_ids, completion_ids, logprobs, reward: float, correct: float, group: int,
             boundaries: list[int], J: list[float], J_prompt: float, finish_reason: str) -> None:
-        self.prompts.append(torch.as_tensor(prompt_ids, dtype=_I64))
-        self.completions.append(torch.as_tensor(completion_ids, dtype=_I64))
-        self.logps.append(torch.as_tensor(logprobs, dtype=_F32).cpu())
+        prompt_ids, completion_ids = _id_list(prompt_ids), _id_list(completion_ids)
+        self.prompt_ids.extend(prompt_ids)
+        self.prompt_lens.append(len(prompt_ids))
+        self.completion_ids.extend(completion_ids)
+        self.completion_lens.append(len(completion_ids))
+        self.logps.append(torch.as_tensor(logprobs, dtype=_F32).cpu())     # a tensor or a list: either works
         self.rewards.append(reward)
         self.correct.append(correct)
         self.groups.append(group)
@@ -176,18 +185,24 @@ class _BatchBuilder:
 
     def build(self) -> RolloutBatch:
         def offsets(lens: list[int]) -> torch.Tensor:
-            return torch.cat([torch.zeros(1, dtype=_I64), torch.as_tensor(lens, dtype=_I64).cumsum(0)])
-
-        def cat(parts: list[torch.Tensor], dtype) -> torch.Tensor:
-            return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
+            return torch.tensor([0, *accumulate(lens)], dtype=_I64)
 
         return RolloutBatch(
-            cat(self.prompts, _I64), offsets([p.numel() for p in self.prompts]), cat(self.completions, _I64),
-            cat(self.logps, _F32), offsets([c.numel() for c in self.completions]),
+            _int64_tensor(self.prompt_ids), offsets(self.prompt_lens), _int64_tensor(self.completion_ids),
+            torch.cat(self.logps) if self.logps else torch.zeros(0, dtype=_F32), offsets(self.completion_lens),
             torch.tensor(self.rewards, dtype=_F32), torch.tensor(self.correct, dtype=_F32),
             torch.tensor(self.groups, dtype=_I64), torch.tensor(self.J_prompt, dtype=_F32),
             torch.tensor(self.truncated, dtype=torch.bool), offsets(self.num_episodes),
             torch.tensor(self.ends, dtype=_I64), torch.tensor(self.J, dtype=_F32))
+
+
+def _id_list(ids) -> list[int]:
+    return ids.tolist() if isinstance(ids, torch.Tensor) else ids
+
+
+def _int64_tensor(values: array) -> torch.Tensor:
+    """An int64 array -> a tensor of its own (frombuffer shares the array's memory: cloned)."""
+    return torch.frombuffer(values, dtype=_I64).clone() if len(values) else torch.zeros(0, dtype=_I64)
 
 
 def build_batch(outputs, answers: list, group_ids: list[int], reward_fn, *, termination_text: str,
@@ -204,9 +219,9 @@ def build_batch(outputs, answers: list, group_ids: list[int], reward_fn, *, term
         answer = answers[i]
         scores = [score_branches(c.branches, termination_text, lambda text: reward_fn(text, answer))
                   for c in req.outputs]
-        prompt = [s[BranchTag.prompt()] for s in scores if BranchTag.prompt() in s]
+        prompt = [s[_PROMPT] for s in scores if _PROMPT in s]
         J_prompt = _merged(prompt).J if prompt else default_J_prompt
-        prompt_ids = torch.as_tensor(req.prompt_token_ids, dtype=_I64)
+        prompt_ids = list(req.prompt_token_ids)
         for c, s in zip(req.outputs, scores):
             bounds, J = episode_J(s, len(c.token_ids))
             correct = float(reward_fn(c.text, answer))
