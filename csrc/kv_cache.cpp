@@ -9,25 +9,21 @@
 //
 // Both kernels move raw bytes, so one kernel serves every dtype. Shape, dtype and range checks are done by the
 // Python launcher (mrt_kernels/kv_cache.py), which raises ValueError naming the argument; the TORCH_CHECKs here only
-// guard the memory accesses when the op is called directly through torch.ops.
+// guard the memory accesses when the op is called directly through torch.ops (the layout checks, shared with the
+// CUDA glue kv_cache_cuda.cpp, are in torch_checks.h).
 #include <torch/extension.h>
 #include <torch/library.h>
 
 #include <cstring>
 
+#include "torch_checks.h"
+
 namespace {
 
 void store_kv_cpu(const at::Tensor& key, const at::Tensor& value, at::Tensor& k_cache, at::Tensor& v_cache,
                   const at::Tensor& slot_mapping) {
-  TORCH_CHECK(key.dim() == 3 && value.sizes() == key.sizes(), "store_kv: key/value must be (N, Hkv, D) and alike");
-  TORCH_CHECK(k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), "store_kv: caches must be 4-d and alike");
-  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "store_kv: caches must be contiguous");
-  TORCH_CHECK(key.scalar_type() == k_cache.scalar_type() && value.scalar_type() == k_cache.scalar_type() &&
-                  v_cache.scalar_type() == k_cache.scalar_type(), "store_kv: dtypes differ");
-  TORCH_CHECK(slot_mapping.scalar_type() == at::kLong && slot_mapping.dim() == 1 &&
-                  slot_mapping.size(0) == key.size(0), "store_kv: slot_mapping must be (N,) int64");
+  mrt::check_store_kv(key, value, k_cache, v_cache, slot_mapping);
   const int64_t n_tokens = key.size(0), heads = key.size(1), dim = key.size(2);
-  TORCH_CHECK(k_cache.size(2) == heads && k_cache.size(3) == dim, "store_kv: cache head shape differs from key");
   const int64_t num_slots = k_cache.size(0) * k_cache.size(1);
   const int64_t esize = key.element_size();
   const int64_t row_bytes = dim * esize;                   // one head of one token
@@ -57,10 +53,7 @@ void store_kv_cpu(const at::Tensor& key, const at::Tensor& value, at::Tensor& k_
 }
 
 void copy_blocks_cpu(at::Tensor& kv_cache, const at::Tensor& src, const at::Tensor& dst) {
-  TORCH_CHECK(kv_cache.dim() == 6 && kv_cache.size(1) == 2, "copy_blocks: kv_cache must be (L, 2, NB, BS, H, D)");
-  TORCH_CHECK(kv_cache.is_contiguous(), "copy_blocks: kv_cache must be contiguous");
-  TORCH_CHECK(src.scalar_type() == at::kLong && dst.scalar_type() == at::kLong && src.dim() == 1 &&
-                  dst.sizes() == src.sizes(), "copy_blocks: src/dst must be (P,) int64 of one length");
+  mrt::check_copy_blocks(kv_cache, src, dst);
   const int64_t num_blocks = kv_cache.size(2);
   const int64_t planes = kv_cache.size(0) * 2;             // (layer, K/V) pairs
   const int64_t block_bytes = kv_cache.stride(2) * kv_cache.element_size();

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 
+#include "common.h"  // the launchers' prototypes
+
 namespace {
 
 // One CTA per token. In units of U: key/value token n, head h starts at n*ks0 + h*ks1 (any strides, rows contiguous);
@@ -73,7 +75,7 @@ void launch_copy(void* cache, const int64_t* src, const int64_t* dst, int64_t pa
 
 }  // namespace
 
-// Strides and lengths in bytes. Returns the launch error (cudaSuccess if none).
+// The launchers (common.h): strides and lengths in bytes; each returns the launch error (cudaSuccess if none).
 cudaError_t mrt_store_kv_cuda(const void* key, const void* value, void* k_cache, void* v_cache,
                               const int64_t* slot_mapping, int64_t n_tokens, int64_t heads, int64_t row_bytes,
                               int64_t ks0, int64_t ks1, int64_t vs0, int64_t vs1, cudaStream_t stream) {

@@ -1,6 +1,8 @@
 // The extension module mrt_kernels._C and the library's root registration.
 // Each op's schema and CPU kernel live in that op's own .cpp (TORCH_LIBRARY_FRAGMENT / TORCH_LIBRARY_IMPL);
-// CUDA kernels live in plain .cu files (no torch headers) with their torch glue in *_cuda.cpp.
+// CUDA kernels live in plain .cu files (no torch headers) with their torch glue in *_cuda.cpp. Shared headers:
+// common.h (plain C/CUDA: host/device marker, the .cu launchers' prototypes), torch_checks.h (the glue's argument
+// checks; .cpp files only) and <op>.h for arithmetic one op's CPU and CUDA kernels share (progress_advantages.h).
 #include <torch/extension.h>
 #include <torch/library.h>
 

@@ -4,48 +4,26 @@
 //   J (E,) / J_prompt (B,) / rewards (B,) float64,
 //   order (B,) int64 = traces sorted by group id (stable), sorted_group_ids (B,) int64 = group_ids[order],
 //   num_tokens = token_offsets[B], alpha, mode (0 dense, 1 sum, 2 termination_baseline), scale_by_std, eps.
-// Returns float32 (advantages (T,), progress (E,), regret (B,)); everything is computed in double.
+// Returns float32 (advantages (T,), progress (E,), regret (B,)); everything is computed in double. Passes 1 and 2
+// are those of the CUDA kernels (progress_advantages.h); pass 3 fills each episode's token range at once.
 #include <torch/extension.h>
 #include <torch/library.h>
 
-#include <cmath>
+#include <algorithm>
 #include <vector>
+
+#include "progress_advantages.h"
+#include "torch_checks.h"
 
 namespace {
 
-constexpr int64_t kDense = 0, kSum = 1, kTerminationBaseline = 2;
+using mrt::kDense;
+using mrt::kSum;
+using mrt::kTerminationBaseline;
+
 // Fork threads only for work that outlasts a fork-join: ~1M float writes (phase 3) or ~1M episodes (phase 1) take
 // about a millisecond on one core, and on a busy machine a parallel region can wait far longer for a descheduled thread.
 constexpr int64_t kParallelTokens = int64_t{1} << 20, kParallelEpisodes = int64_t{1} << 20;
-
-void check_input(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t numel) {
-  TORCH_CHECK(t.dim() == 1 && t.numel() == numel, "progress_advantages: ", name, " must be 1-D with ", numel,
-              " elements, got shape ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == dtype, "progress_advantages: ", name, " must be ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK(t.is_contiguous(), "progress_advantages: ", name, " must be contiguous");
-}
-
-// Group normalisation over one run [begin, end) of sorted positions (one group), in the reference's arithmetic:
-//   mean = sum x / n;  dev = x - mean;  std = sqrt(sum dev^2 / (n - 1));  base = dev / (std + eps)  (or dev);
-//   a group of one gets 0. Members are visited in sorted (= original, the sort is stable) order.
-void normalise_group(const int64_t* order, int64_t begin, int64_t end, const double* x, double* base,
-                     bool scale_by_std, double eps) {
-  const int64_t n = end - begin;
-  if (n == 1) {
-    base[order[begin]] = 0.0;
-    return;
-  }
-  double sum = 0.0;
-  for (int64_t k = begin; k < end; ++k) sum += x[order[k]];
-  const double mean = sum / static_cast<double>(n);
-  double m2 = 0.0;
-  for (int64_t k = begin; k < end; ++k) {
-    const double d = x[order[k]] - mean;
-    m2 += d * d;
-  }
-  const double denom = scale_by_std ? std::sqrt(m2 / static_cast<double>(n - 1)) + eps : 1.0;
-  for (int64_t k = begin; k < end; ++k) base[order[k]] = (x[order[k]] - mean) / denom;
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> progress_advantages_cpu(
     const at::Tensor& token_offsets, const at::Tensor& episode_offsets, const at::Tensor& episode_ends,
@@ -53,15 +31,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> progress_advantages_cpu(
     const at::Tensor& sorted_group_ids, int64_t num_tokens, double alpha, int64_t mode, bool scale_by_std,
     double eps) {
   const int64_t B = rewards.numel(), E = episode_ends.numel(), T = num_tokens;
-  check_input(token_offsets, "token_offsets", at::kLong, B + 1);
-  check_input(episode_offsets, "episode_offsets", at::kLong, B + 1);
-  check_input(episode_ends, "episode_ends", at::kLong, E);
-  check_input(J, "J", at::kDouble, E);
-  check_input(J_prompt, "J_prompt", at::kDouble, B);
-  check_input(rewards, "rewards", at::kDouble, B);
-  check_input(order, "order", at::kLong, B);
-  check_input(sorted_group_ids, "sorted_group_ids", at::kLong, B);
-  TORCH_CHECK(mode >= kDense && mode <= kTerminationBaseline, "progress_advantages: unknown mode ", mode);
+  mrt::check_progress_advantages(token_offsets, episode_offsets, episode_ends, J, J_prompt, rewards, order,
+                                 sorted_group_ids, mode);
   TORCH_CHECK(token_offsets[B].item<int64_t>() == T, "progress_advantages: num_tokens must equal token_offsets[-1]");
 
   const auto f32 = rewards.options().dtype(at::kFloat);
@@ -78,22 +49,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> progress_advantages_cpu(
   std::vector<double> x(B), base(B), j_last(B);  // per trace: value to normalise, its normalised value, J_last
   const int threads = at::get_num_threads();
 
-  // 1. Per trace: progress[e] = J[e] - J_before[e] (J_prompt before the first), regret = sum (1 - J[e]),
-  //    J_last, and x = r (dense) or r + alpha * sum(progress) (sum).
+  // 1. Per trace: progress, regret, J_last and the value x that pass 2 normalises.
 #pragma omp parallel for schedule(dynamic, 64) num_threads(threads) if (E >= kParallelEpisodes)
-  for (int64_t b = 0; b < B; ++b) {
-    double before = jp[b], sum_progress = 0.0, sum_regret = 0.0;
-    for (int64_t e = ep_off[b]; e < ep_off[b + 1]; ++e) {
-      const double p = j[e] - before;
-      prg[e] = static_cast<float>(p);
-      sum_progress += p;
-      sum_regret += 1.0 - j[e];
-      before = j[e];
-    }
-    reg[b] = static_cast<float>(sum_regret);
-    j_last[b] = before;
-    x[b] = mode == kSum ? r[b] + alpha * sum_progress : r[b];
-  }
+  for (int64_t b = 0; b < B; ++b) j_last[b] = mrt::trace_pass(b, ep_off, j, jp, r, alpha, mode, prg, reg, x.data());
 
   // 2. Per group (a run of equal sorted ids): normalise x. O(B) in all; serial, since B is small next to T.
   if (mode != kTerminationBaseline) {
@@ -101,7 +59,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> progress_advantages_cpu(
     const int64_t* sid = sorted_group_ids.data_ptr<int64_t>();
     for (int64_t begin = 0, end = 0; begin < B; begin = end) {
       while (end < B && sid[end] == sid[begin]) ++end;
-      normalise_group(ord, begin, end, x.data(), base.data(), scale_by_std, eps);
+      mrt::normalise_group(ord, begin, end, x.data(), base.data(), scale_by_std, eps);
     }
   }
 

@@ -7,35 +7,27 @@
 
 #include <cstdint>
 
+#include "common.h"                // the launcher's prototype
+#include "progress_advantages.h"   // passes 1 and 2, shared with the C++ CPU kernel
+
 namespace {
 
-constexpr int kDense = 0, kSum = 1, kTerminationBaseline = 2;
+using mrt::kDense;
+using mrt::kSum;
+using mrt::kTerminationBaseline;
 constexpr int kThreads = 256;
 
-// 1. One thread per trace b:
-//    progress[e] = J[e] - J_before[e] (J_before = J[e-1] in the trace, J_prompt[b] for its first episode),
-//    regret[b] = sum (1 - J[e]),  x[b] = r[b] (dense) or r[b] + alpha * sum(progress) (sum).
+// 1. One thread per trace b: progress, regret and x[b] (mrt::trace_pass).
 __global__ void trace_kernel(const int64_t* __restrict__ ep_off, const double* __restrict__ J,
                              const double* __restrict__ J_prompt, const double* __restrict__ rewards, int64_t B,
                              double alpha, int mode, float* __restrict__ progress, float* __restrict__ regret,
                              double* __restrict__ x) {
   const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (b >= B) return;
-  double before = J_prompt[b], sum_progress = 0.0, sum_regret = 0.0;
-  for (int64_t e = ep_off[b]; e < ep_off[b + 1]; ++e) {
-    const double p = J[e] - before;
-    progress[e] = static_cast<float>(p);
-    sum_progress += p;
-    sum_regret += 1.0 - J[e];
-    before = J[e];
-  }
-  regret[b] = static_cast<float>(sum_regret);
-  x[b] = mode == kSum ? rewards[b] + alpha * sum_progress : rewards[b];
+  if (b < B) mrt::trace_pass(b, ep_off, J, J_prompt, rewards, alpha, mode, progress, regret, x);
 }
 
-// 2. One thread per sorted position i; the first position of each run of equal ids owns that group and walks it in
-//    order (deterministic, no atomics): mean = sum x / n, std = sqrt(sum (x - mean)^2 / (n - 1)),
-//    base = (x - mean) / (std + eps) (or x - mean without scaling); a group of one gets 0.
+// 2. One thread per sorted position i; the first position of each run of equal ids owns that group and normalises
+//    it, walking it in order (mrt::normalise_group: deterministic, no atomics).
 __global__ void group_kernel(const int64_t* __restrict__ order, const int64_t* __restrict__ sorted_ids,
                              const double* __restrict__ x, double* __restrict__ base, int64_t B, bool scale_by_std,
                              double eps) {
@@ -43,21 +35,7 @@ __global__ void group_kernel(const int64_t* __restrict__ order, const int64_t* _
   if (i >= B || (i > 0 && sorted_ids[i - 1] == sorted_ids[i])) return;
   int64_t end = i + 1;
   while (end < B && sorted_ids[end] == sorted_ids[i]) ++end;
-  const int64_t n = end - i;
-  if (n == 1) {
-    base[order[i]] = 0.0;
-    return;
-  }
-  double sum = 0.0;
-  for (int64_t k = i; k < end; ++k) sum += x[order[k]];
-  const double mean = sum / static_cast<double>(n);
-  double m2 = 0.0;
-  for (int64_t k = i; k < end; ++k) {
-    const double d = x[order[k]] - mean;
-    m2 += d * d;
-  }
-  const double denom = scale_by_std ? sqrt(m2 / static_cast<double>(n - 1)) + eps : 1.0;
-  for (int64_t k = i; k < end; ++k) base[order[k]] = (x[order[k]] - mean) / denom;
+  mrt::normalise_group(order, i, end, x, base, scale_by_std, eps);
 }
 
 // The first k in [lo, hi) with a[k] > value (a non-decreasing there), or hi.
@@ -106,7 +84,8 @@ unsigned int blocks_for(int64_t n) {
 
 }  // namespace
 
-// Runs the three kernels on `stream`. scratch: 2 * B doubles (x, then base). Returns the first launch error.
+// The launcher (common.h): the three kernels on `stream`. scratch: 2 * B doubles (x, then base). Returns the first
+// launch error.
 // trace_kernel and group_kernel walk every trace / group whole, so their grids cover B exactly (no grid-stride).
 cudaError_t progress_advantages_cuda_launch(const int64_t* token_offsets, const int64_t* episode_offsets,
                                             const int64_t* episode_ends, const double* J, const double* J_prompt,

@@ -8,24 +8,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime.h>
 
-cudaError_t progress_advantages_cuda_launch(const int64_t* token_offsets, const int64_t* episode_offsets,
-                                            const int64_t* episode_ends, const double* J, const double* J_prompt,
-                                            const double* rewards, const int64_t* order,
-                                            const int64_t* sorted_group_ids, int64_t B, int64_t T, double alpha,
-                                            int mode, bool scale_by_std, double eps, double* scratch,
-                                            float* advantages, float* progress, float* regret,
-                                            cudaStream_t stream);
+#include "common.h"        // the launcher's prototype
+#include "torch_checks.h"
 
 namespace {
-
-void check_cuda_input(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t numel,
-                      const at::Device& device) {
-  TORCH_CHECK(t.device() == device, "progress_advantages: ", name, " is on ", t.device(), ", rewards on ", device);
-  TORCH_CHECK(t.dim() == 1 && t.numel() == numel, "progress_advantages: ", name, " must be 1-D with ", numel,
-              " elements, got shape ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == dtype, "progress_advantages: ", name, " must be ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK(t.is_contiguous(), "progress_advantages: ", name, " must be contiguous");
-}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> progress_advantages_cuda(
     const at::Tensor& token_offsets, const at::Tensor& episode_offsets, const at::Tensor& episode_ends,
@@ -35,15 +21,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> progress_advantages_cuda(
   const int64_t B = rewards.numel(), E = episode_ends.numel(), T = num_tokens;
   const at::Device device = rewards.device();
   TORCH_CHECK(device.is_cuda(), "progress_advantages: rewards must be a CUDA tensor here");
-  check_cuda_input(token_offsets, "token_offsets", at::kLong, B + 1, device);
-  check_cuda_input(episode_offsets, "episode_offsets", at::kLong, B + 1, device);
-  check_cuda_input(episode_ends, "episode_ends", at::kLong, E, device);
-  check_cuda_input(J, "J", at::kDouble, E, device);
-  check_cuda_input(J_prompt, "J_prompt", at::kDouble, B, device);
-  check_cuda_input(rewards, "rewards", at::kDouble, B, device);
-  check_cuda_input(order, "order", at::kLong, B, device);
-  check_cuda_input(sorted_group_ids, "sorted_group_ids", at::kLong, B, device);
-  TORCH_CHECK(mode >= 0 && mode <= 2, "progress_advantages: unknown mode ", mode);
+  mrt::check_progress_advantages(token_offsets, episode_offsets, episode_ends, J, J_prompt, rewards, order,
+                                 sorted_group_ids, mode);
   TORCH_CHECK(T >= 0, "progress_advantages: num_tokens must be >= 0");  // == token_offsets[-1]: the launcher's job
 
   const c10::cuda::CUDAGuard guard(device);

@@ -307,7 +307,8 @@ def emulated_cuda(tmp_path_factory):
 
     if shutil.which("g++") is None:
         pytest.skip("no g++ to compile the host emulation")
-    src = (pathlib.Path(__file__).resolve().parents[2] / "csrc" / "progress_advantages.cu").read_text()
+    csrc = pathlib.Path(__file__).resolve().parents[2] / "csrc"
+    src = (csrc / "progress_advantages.cu").read_text()
     src = src.replace("#include <cuda_runtime.h>", "")
 
     def launch(m):  # name<<<grid, block, 0, stream>>>( -> emulate(name, grid, block,
@@ -317,8 +318,9 @@ def emulated_cuda(tmp_path_factory):
     assert launches == 3, f"expected the 3 kernel launches of the .cu, found {launches}"
     folder = tmp_path_factory.mktemp("cuda_emulation")
     (folder / "emulated.cpp").write_text(_EMULATION_PRELUDE + src + _EMULATION_ENTRY)
-    subprocess.run(["g++", "-O1", "-std=c++17", "-shared", "-fPIC", "-o", str(folder / "emulated.so"),
-                    str(folder / "emulated.cpp")], check=True, capture_output=True)
+    # -I csrc: the headers the .cu includes (common.h, progress_advantages.h), plain C++ without nvcc.
+    subprocess.run(["g++", "-O1", "-std=c++17", "-shared", "-fPIC", "-I", str(csrc), "-o",
+                    str(folder / "emulated.so"), str(folder / "emulated.cpp")], check=True, capture_output=True)
     lib = ctypes.CDLL(str(folder / "emulated.so"))
     ptr = ctypes.c_void_p
     lib.emulated_launch.argtypes = [ptr] * 8 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_double, ctypes.c_int,
