@@ -19,7 +19,7 @@ ids in any order: the launcher sorts the traces by id (stable, no host sync) and
 sorted ids as one group, walking it in sorted order, so group statistics are deterministic (no atomics).
 Advantages are constants of the loss, so the op has no autograd.Function.
 
-Backends: "cuda" and "cpp" (torch.ops.mrt_kernels.progress_advantages, csrc/progress_advantages*.{cpp,cu}),
+Backends: "cuda" and "cpp" (torch.ops.mrt_kernels.progress_advantages, csrc/progress_advantages*.{h,cpp,cu}),
 "triton" (_progress_advantages_triton.py) and "reference" (progress_advantages_ref below, the definition).
 """
 from __future__ import annotations
