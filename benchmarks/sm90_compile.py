@@ -24,6 +24,7 @@ Compiled kernels are cached by Triton (~/.triton/cache, or TRITON_CACHE_DIR): a 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -384,14 +385,28 @@ def triton_jobs(rec: LaunchRecorder) -> list[tuple[dict, tuple]]:
 
 
 def triton_kernels_in_sources(root: str) -> list[str]:
-    """Names of every @triton.jit function under mrt_kernels/ (so a new kernel cannot escape the audit)."""
+    """Names of every launchable @triton.jit function under mrt_kernels/ (so a new kernel cannot escape the audit).
+
+    A @triton.jit function called from another one of its file is a helper: Triton inlines it into its caller, so it
+    is compiled (and audited) with every kernel that calls it and is not listed on its own."""
     names = []
     pkg = os.path.join(root, "mrt_kernels")
     for f in sorted(os.listdir(pkg)):
         if f.endswith(".py"):
             with open(os.path.join(pkg, f)) as fh:
-                names += re.findall(r"@triton\.jit[^\n]*\n\s*def (\w+)", fh.read())
+                tree = ast.parse(fh.read())
+            jitted = [n for n in tree.body if isinstance(n, ast.FunctionDef) and any(_is_triton_jit(d) for d in
+                                                                                     n.decorator_list)]
+            called = {c.func.id for fn in jitted for c in ast.walk(fn)
+                      if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+            names += [fn.name for fn in jitted if fn.name not in called]
     return names
+
+
+def _is_triton_jit(decorator: ast.expr) -> bool:
+    """`@triton.jit` or `@triton.jit(...)`."""
+    d = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return isinstance(d, ast.Attribute) and d.attr == "jit" and isinstance(d.value, ast.Name) and d.value.id == "triton"
 
 
 def nvcc_file(cu: str, root: str) -> list[dict]:

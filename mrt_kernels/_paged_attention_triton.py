@@ -74,33 +74,51 @@ def _paged_attention_kernel(
     acc = tl.zeros((BLOCK_R, BLOCK_D), tl.float32)
     bt_row = block_tables_ptr + b.to(tl.int64) * stride_bt
     for start in range(lo, hi, BLOCK_N):
-        p = start + tl.arange(0, BLOCK_N)                     # (BLOCK_N,) key positions
-        p_ok = p < hi
-        blk = tl.load(bt_row + p // BLOCK_SIZE, mask=p_ok, other=0).to(tl.int64)
-        off = (p % BLOCK_SIZE).to(tl.int64)
-        kv_mask = p_ok[:, None] & d_ok[None, :]
-        k = tl.load(k_cache_ptr + blk[:, None] * stride_kb + off[:, None] * stride_ks + kvh * stride_kh + d[None, :],
-                    mask=kv_mask, other=0.0)                  # (BLOCK_N, BLOCK_D)
-        v = tl.load(v_cache_ptr + blk[:, None] * stride_vb + off[:, None] * stride_vs + kvh * stride_vh + d[None, :],
-                    mask=kv_mask, other=0.0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k))
-        s = s * scale_log2                                    # (BLOCK_R, BLOCK_N), base-2 logits
-        s = tl.where((p[None, :] <= pos[:, None]) & p_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_use)
-        e = tl.exp2(s - m_use[:, None])
-        l_i = l_i * alpha + tl.sum(e, axis=1)
-        if IEEE:
-            pv = tl.dot(e, v.to(tl.float32), input_precision="ieee")
-        else:
-            pv = tl.dot(e.to(v.dtype), v)
-        acc = acc * alpha[:, None] + pv
-        m_i = m_new
+        m_i, l_i, acc = _attend_chunk(
+            q, m_i, l_i, acc, start, hi, pos, bt_row, k_cache_ptr, v_cache_ptr, kvh, stride_kb, stride_ks, stride_kh,
+            stride_vb, stride_vs, stride_vh, scale_log2, d, d_ok, BLOCK_SIZE=BLOCK_SIZE, BLOCK_N=BLOCK_N, IEEE=IEEE)
+    _store_rows(acc, m_i, l_i, out_ptr, part_acc_ptr, part_ml_ptr, n_idx, head, row_ok, d, d_ok, split, total_rows,
+                num_q_heads, stride_on, stride_oh, HEAD_DIM=HEAD_DIM, SPLIT=SPLIT)
 
+
+@triton.jit
+def _attend_chunk(q, m_i, l_i, acc, start, hi, pos, bt_row, k_cache_ptr, v_cache_ptr, kvh, stride_kb, stride_ks,
+                  stride_kh, stride_vb, stride_vs, stride_vh, scale_log2, d, d_ok, BLOCK_SIZE: tl.constexpr,
+                  BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+    """The key positions [start, start + BLOCK_N) below hi into the running (m, l, acc) of the tile's rows: one step
+    of the online softmax of the module docstring (inlined into the kernel's loop). Returns the new (m, l, acc)."""
+    p = start + tl.arange(0, BLOCK_N)                         # (BLOCK_N,) key positions
+    p_ok = p < hi
+    blk = tl.load(bt_row + p // BLOCK_SIZE, mask=p_ok, other=0).to(tl.int64)
+    off = (p % BLOCK_SIZE).to(tl.int64)
+    kv_mask = p_ok[:, None] & d_ok[None, :]
+    k = tl.load(k_cache_ptr + blk[:, None] * stride_kb + off[:, None] * stride_ks + kvh * stride_kh + d[None, :],
+                mask=kv_mask, other=0.0)                      # (BLOCK_N, BLOCK_D)
+    v = tl.load(v_cache_ptr + blk[:, None] * stride_vb + off[:, None] * stride_vs + kvh * stride_vh + d[None, :],
+                mask=kv_mask, other=0.0)
+    if IEEE:
+        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    s = s * scale_log2                                        # (BLOCK_R, BLOCK_N), base-2 logits
+    s = tl.where((p[None, :] <= pos[:, None]) & p_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_use)
+    e = tl.exp2(s - m_use[:, None])
+    l_i = l_i * alpha + tl.sum(e, axis=1)
+    if IEEE:
+        pv = tl.dot(e, v.to(tl.float32), input_precision="ieee")
+    else:
+        pv = tl.dot(e.to(v.dtype), v)
+    acc = acc * alpha[:, None] + pv
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _store_rows(acc, m_i, l_i, out_ptr, part_acc_ptr, part_ml_ptr, n_idx, head, row_ok, d, d_ok, split, total_rows,
+                num_q_heads, stride_on, stride_oh, HEAD_DIM: tl.constexpr, SPLIT: tl.constexpr):
+    """The tile's rows: out = acc / l; with SPLIT, the split's partials (m, l, acc) for _merge_splits_kernel."""
     if SPLIT:
         # Partials: acc (S, N, Hq, D) and (m, l) (S, N, Hq, 2), fp32; row of (N, Hq) = token * Hq + head.
         row = split.to(tl.int64) * total_rows + n_idx * num_q_heads + head

@@ -93,36 +93,33 @@ def _group_kernel(order_ptr, sid_ptr, x_ptr, base_ptr, B, scalars_ptr, nsteps, S
         tl.store(base_ptr + o, tl.where(n > 1.0, dev, 0.0), mask=m)  # a group of one gets 0
 
 
+@triton.jit
+def _first_greater(ptr, lo, hi, value, mask, nsteps):
+    """Per lane: the first k in [lo, hi) with ptr[k] > value (ptr non-decreasing there), or hi, by nsteps halvings
+    (enough for the longest range); masked-off lanes load nothing."""
+    for _ in range(nsteps):
+        active = lo < hi
+        mid = (lo + hi) // 2
+        v = tl.load(ptr + mid, mask=mask & active, other=0)
+        right = active & (v <= value)
+        lo = tl.where(right, mid + 1, lo)
+        hi = tl.where(active & (v > value), mid, hi)
+    return lo
+
+
 @triton.jit(do_not_specialize=["B", "T", "nsteps_b", "nsteps_e"])
 def _token_kernel(tok_ptr, ep_off_ptr, ends_ptr, J_ptr, Jp_ptr, r_ptr, base_ptr, adv_ptr, B, T, scalars_ptr,
                   nsteps_b, nsteps_e, MODE: tl.constexpr, BLOCK_T: tl.constexpr):
     t = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
     m = t < T
     # Trace b: the first k in [0, B] with token_offsets[k] > t, minus one.
-    lo = tl.zeros((BLOCK_T,), tl.int64)
-    hi = lo + B + 1
-    for _ in range(nsteps_b):
-        active = lo < hi
-        mid = (lo + hi) // 2
-        v = tl.load(tok_ptr + mid, mask=m & active, other=0)
-        right = active & (v <= t)
-        lo = tl.where(right, mid + 1, lo)
-        hi = tl.where(active & (v > t), mid, hi)
-    b = tl.where(m, lo - 1, 0)
+    zero = tl.zeros((BLOCK_T,), tl.int64)
+    b = tl.where(m, _first_greater(tok_ptr, zero, zero + B + 1, t, m, nsteps_b) - 1, 0)
     local = t - tl.load(tok_ptr + b, mask=m, other=0)
     e0 = tl.load(ep_off_ptr + b, mask=m, other=0)
     e1 = tl.load(ep_off_ptr + b + 1, mask=m, other=0)
     # Episode e: the first in [e0, e1) whose end is > local; e == e1 for a tail token.
-    lo = e0
-    hi = e1
-    for _ in range(nsteps_e):
-        active = lo < hi
-        mid = (lo + hi) // 2
-        v = tl.load(ends_ptr + mid, mask=m & active, other=0)
-        right = active & (v <= local)
-        lo = tl.where(right, mid + 1, lo)
-        hi = tl.where(active & (v > local), mid, hi)
-    e = lo
+    e = _first_greater(ends_ptr, e0, e1, local, m, nsteps_e)
     in_episode = e < e1
     j_prev = tl.load(J_ptr + e - 1, mask=m & (e > e0), other=0.0)
     before = tl.where(e > e0, j_prev, tl.load(Jp_ptr + b, mask=m, other=0.0))  # J_before[e], or J_last in the tail
