@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 
 
-def derive_seed(purpose: str, *parts: int) -> int:
-    """A 31-bit seed (fits every generator's seed argument) from a purpose and integer parts, e.g.
-    `derive_seed("rollout", cfg.seed, step, round)`."""
+def derive_seed(purpose: str, *parts: int, bits: int = 31) -> int:
+    """A seed of `bits` bits (31 by default: fits every generator's seed argument; at most 63) from a purpose and
+    integer parts, e.g. `derive_seed("rollout", cfg.seed, step, round)`."""
+    if not 1 <= bits <= 63:
+        raise ValueError(f"derive_seed: bits must be in 1..63, got {bits}")
     key = ":".join([purpose, *map(str, parts)]).encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFFFFFF
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & ((1 << bits) - 1)

@@ -16,6 +16,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..seeds import derive_seed
 from .sampler import draw_key
 
 
@@ -113,7 +114,7 @@ class Sequence:
             # One stream per sample, so results do not depend on how sequences are batched or preempted.
             # A branch also mixes in its fork point, so the branches of different boundaries draw differently.
             where = 0 if self.branch is None else self.branch.position + 1
-            self.seed_stream = (self.params.seed * 1_000_003 + where * 7_919 + self.sample_index) % (2 ** 63)
+            self.seed_stream = derive_seed("sample", self.params.seed, where, self.sample_index, bits=63)
 
     def draw_key(self) -> int | None:
         """The sampler key of this sequence's next token: its stream and how many tokens it has drawn, so a

@@ -27,6 +27,10 @@ def test_derive_seed_separates_purposes_and_parts():
     assert len(seeds) == 300
     assert derive_seed("rollout", 3, 1) == derive_seed("rollout", 3, 1)
     assert all(0 <= s < 2 ** 31 for s in seeds)
+    wide = derive_seed("sample", 7, 0, 1, bits=63)
+    assert wide < 2 ** 63 and wide & 0x7FFFFFFF == derive_seed("sample", 7, 0, 1)   # the low bits are the same
+    with pytest.raises(ValueError, match="bits"):
+        derive_seed("sample", 7, bits=64)
 
 
 def test_dynamic_sampling_keeps_only_mixed_groups(tmp_path):
