@@ -165,7 +165,8 @@ def main() -> None:
               + f"{r['peak_mem_mb']:>10.0f}")
         print(f"speed-up of mrt (GRPO) over TRL GRPOTrainer: {r['step'] / res['grpo']['step']:.1f}x")
     else:
-        print("TRL GRPOTrainer: trl is not installed (optional: pip install trl)")
+        why = "skipped (--no-trl)" if a.no_trl else "trl is not installed (optional: pip install trl)"
+        print(f"TRL GRPOTrainer: {why}")
     os.makedirs(os.path.join(ROOT, "bench_results"), exist_ok=True)
     out = os.path.join(ROOT, "bench_results", "train_step.json")
     with open(out, "w") as f:

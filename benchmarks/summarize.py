@@ -158,13 +158,23 @@ def predicted_rows() -> list[dict]:
             for op, (by, fl) in rows]
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--predict"]:
+def main() -> None:
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("files", nargs="*", help="JSON files the benchmarks wrote (bench_results/*.json)")
+    ap.add_argument("--predict", action="store_true", help="print the roofline of every GPU benchmark size")
+    a = ap.parse_args()
+    if a.predict:
         print_rows(f"H200 roofline at the GPU benchmark sizes ({COPY_BYTES_PER_S / 1e12:.1f} TB/s, "
                    f"{BF16_FLOPS_PER_S / 1e12:.0f} TFLOP/s bf16)", predicted_rows())
-        sys.exit(0)
-    for p in sys.argv[1:]:
+    if not a.files and not a.predict:
+        ap.error("give JSON files to summarize, or --predict")
+    for p in a.files:
         try:
             summarize(p)
         except (OSError, ValueError, KeyError) as exc:
             print(f"\n## {p}: unreadable ({exc})")
+
+
+if __name__ == "__main__":
+    main()
