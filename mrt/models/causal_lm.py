@@ -111,6 +111,12 @@ class CausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (n, d) -> logits (n, V) float32 (the matmul in the model's dtype, as transformers does)."""
+        if hidden.device.type == "cpu" and hidden.dim() == 2:
+            # On the CPU, W (V, d) @ hidden^T (d, n) runs MKL's sgemm with the V x d weight as the untransposed left
+            # operand, which streams it faster than hidden @ W^T: 1.1-1.7x for the n = 8..24 rows of a decode step
+            # at a 49k vocabulary (SmolLM2-135M's shape). The (V, n) product is then laid out (n, V), contiguous.
+            return torch.mm(self.lm_head_weight, hidden.t()).t().to(torch.float32,
+                                                                     memory_format=torch.contiguous_format)
         return F.linear(hidden, self.lm_head_weight).float()
 
     def _check_kv_cache(self, kv_cache: torch.Tensor | None) -> None:
