@@ -35,7 +35,7 @@ import torch
 from .block_manager import BlockManager
 from .outputs import BranchOutput, CompletionOutput, Generation, RequestOutput, _Text
 from .runner import ModelRunner, kv_cache_bytes_per_block
-from .sampler import sample
+from .sampler import SamplerBuffers, sample
 from .scheduler import ScheduledBatch, Scheduler
 from .sequence import BranchOrigin, ForkRequest, SamplingParams, Sequence, SequenceView
 from .stats import GenerationStats
@@ -66,6 +66,7 @@ class Engine:
                                    max_num_batched_tokens=max_num_batched_tokens)
         grow = model.device.type == "cpu" if grow_kv_cache is None else grow_kv_cache
         self.runner = ModelRunner(model, num_blocks, block_size, grow=grow)
+        self.sampler_buffers = SamplerBuffers()      # the sampler's (B, V) temporaries, reused step after step
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, dtype: torch.dtype | str = torch.float32,
@@ -196,7 +197,8 @@ class Engine:
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor, stats: GenerationStats) -> None:
         """Draw each sequence's next token from its logits row and append it with its log-prob."""
         tokens, logprobs = sample(logits, [s.params.temperature for s in seqs], [s.params.top_p for s in seqs],
-                                  [s.params.top_k for s in seqs], [s.draw_key() for s in seqs])
+                                  [s.params.top_k for s in seqs], [s.draw_key() for s in seqs],
+                                  self.sampler_buffers)
         for seq, tok, lp in zip(seqs, tokens.tolist(), logprobs.tolist()):
             seq.append_token(tok, lp)
             seq.num_new_tokens = 1

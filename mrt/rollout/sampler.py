@@ -14,6 +14,11 @@ torch's global generator.
 
 The returned log-prob is log_softmax(logits / T)[token] (T = 1 for greedy), taken before top-k/top-p truncation:
 the probability of the token under the tempered policy, which is what the trainer's importance ratios need.
+
+A step's (B, V) temporaries are megabytes (24 rows of a 49k vocabulary: 4.7 MB in fp32, 9.4 MB for the float64
+CDF). Fresh ones that large come from the OS (glibc maps and unmaps them) and fault their pages in on first touch
+every step, which made the CPU CDF 4x slower than a warm buffer: the engine passes `SamplerBuffers`, kept between
+steps, and `sample` writes its large temporaries there.
 """
 from __future__ import annotations
 
@@ -47,7 +52,31 @@ def key_uniform(key: int) -> float:
     return (((key & _MASK64) >> 11) + 0.5) * 2.0 ** -53
 
 
-def _keep_threshold(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
+class SamplerBuffers:
+    """Buffers reused by `sample` across steps, by name; each grows to the largest (B, V) it has served."""
+
+    def __init__(self):
+        self._flat: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """An uninitialised tensor of `shape`: a view of the buffer `name`, reallocated only to grow."""
+        numel = 1
+        for n in shape:
+            numel *= n
+        flat = self._flat.get(name)
+        if flat is None or flat.numel() < numel or flat.dtype != dtype or flat.device != device:
+            flat = self._flat[name] = torch.empty(numel, dtype=dtype, device=device)
+        return flat[:numel].view(shape)
+
+
+def _empty(buffers: SamplerBuffers | None, name: str, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if buffers is None:
+        return torch.empty(like.shape, dtype=dtype, device=like.device)
+    return buffers.get(name, tuple(like.shape), dtype, like.device)
+
+
+def _keep_threshold(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None,
+                    buffers: SamplerBuffers | None = None) -> torch.Tensor:
     """(B, 1): the smallest p each row keeps: the k-th largest for top-k; for top-p the p of the token whose mass
     makes the kept set reach top_p (the mass of the larger ones before it is < top_p); the larger of the two."""
     B, V = probs.shape
@@ -55,10 +84,13 @@ def _keep_threshold(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torc
         # numpy sorts values alone ~15x faster than torch's CPU sort, which also builds the permutation. In ascending
         # order the kept tokens are a tail: a[j] is kept while the mass above it, total - cumsum(a)[j], is < top_p.
         import numpy as np
-        a = np.sort(probs.numpy(), axis=-1)                                     # ascending
+        a = _empty(buffers, "sorted", probs, probs.dtype).numpy()
+        np.copyto(a, probs.numpy())
+        a.sort(axis=-1)                                                         # ascending, in place
         count = np.full(B, V, dtype=np.int64)
         if top_p is not None:
-            above = a.sum(-1, keepdims=True) - np.cumsum(a, axis=-1)            # mass strictly above a[j]
+            above = np.cumsum(a, axis=-1, out=_empty(buffers, "mass", probs, probs.dtype).numpy())
+            np.subtract(a.sum(-1, keepdims=True), above, out=above)             # mass strictly above a[j]
             count = np.minimum(count, (above < top_p.numpy()[:, None]).sum(-1))
         if top_k is not None:
             count = np.minimum(count, top_k.numpy())
@@ -74,17 +106,19 @@ def _keep_threshold(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torc
     return sorted_p.gather(-1, last.clamp(min=0)[:, None])
 
 
-def _mask_top_k_top_p(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
+def _mask_top_k_top_p(probs: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None,
+                      buffers: SamplerBuffers | None = None) -> torch.Tensor:
     """probs (B, V), in place, with the tokens outside each row's top-k / top-p set zeroed (not renormalised): each
     row keeps the tokens whose p is at least its `_keep_threshold`. Tokens tied with the threshold are all kept."""
-    return probs.masked_fill_(probs < _keep_threshold(probs, top_k, top_p), 0.0)
+    return probs.masked_fill_(probs < _keep_threshold(probs, top_k, top_p, buffers), 0.0)
 
 
 def sample(logits: torch.Tensor, temperatures: list[float], top_ps: list[float], top_ks: list[int | None],
-           keys: list[int | None]) -> tuple[torch.Tensor, torch.Tensor]:
+           keys: list[int | None], buffers: SamplerBuffers | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row of logits (B, V). Returns (tokens (B,) int64, logprobs (B,) fp32).
 
     keys: per row, None (a uniform from torch's global generator) or a seeded row's `draw_key(stream, draw)`.
+    buffers: where the (B, V) temporaries go (None: fresh tensors); the results never alias them.
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be (B, V), got {tuple(logits.shape)}")
@@ -104,20 +138,21 @@ def sample(logits: torch.Tensor, temperatures: list[float], top_ps: list[float],
     if all(greedy):
         tokens = logits.argmax(dim=-1)
     else:
-        probs = logp_all.exp()                                                  # a fresh tensor: masked in place
+        probs = torch.exp(logp_all, out=_empty(buffers, "probs", logp_all, logp_all.dtype))   # masked in place
         need_k = any(k for k in top_ks)
         need_p = any(p < 1.0 for p in top_ps)
         if need_k or need_p:
             top_k = torch.tensor([k if k else V for k in top_ks], device=device) if need_k else None
             top_p = torch.tensor(top_ps, dtype=torch.float32, device=device) if need_p else None
-            probs = _mask_top_k_top_p(probs, top_k, top_p)
+            probs = _mask_top_k_top_p(probs, top_k, top_p, buffers)
         u = [None if key is None else key_uniform(key) for key in keys]
         unseeded = [b for b, x in enumerate(u) if x is None]
         if unseeded:
             fresh = torch.rand(len(unseeded), dtype=torch.float64).tolist()
             for b, x in zip(unseeded, fresh):
                 u[b] = x
-        cdf = torch.cumsum(probs, dim=-1, dtype=torch.float64)                  # (B, V), no float64 copy of probs
+        cdf = torch.cumsum(probs, dim=-1, dtype=torch.float64,                  # (B, V), no float64 copy of probs
+                           out=_empty(buffers, "cdf", probs, torch.float64))
         total = cdf[:, -1:]
         # strictly below the total, so the first C_i above the target is always a kept token's (p_i > 0)
         target = torch.minimum(torch.tensor(u, dtype=torch.float64, device=device)[:, None] * total,
