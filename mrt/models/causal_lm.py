@@ -40,8 +40,13 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(config.hidden_size, config.intermediate_size, config.mlp_bias)
 
     def forward(self, h, cos, sin, attn, spans, kv_layer):
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, attn, spans, kv_layer)
-        return h + self.mlp(self.post_attention_layernorm(h))
+        if torch.is_grad_enabled():
+            h = h + self.self_attn(self.input_layernorm(h), cos, sin, attn, spans, kv_layer)
+            return h + self.mlp(self.post_attention_layernorm(h))
+        # Without autograd each residual sum goes into the branch's fresh output (x + y == y + x bit for bit): no
+        # (N, d) temporary per sum
+        h = self.self_attn(self.input_layernorm(h), cos, sin, attn, spans, kv_layer).add_(h)
+        return self.mlp(self.post_attention_layernorm(h)).add_(h)
 
 
 class Decoder(nn.Module):

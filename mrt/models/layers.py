@@ -2,7 +2,7 @@
 
 RMSNorm: y = w * x / sqrt(mean(x^2) + eps), the statistic taken in float32 and the normalised x cast back to the
 input dtype before the weight multiplies it (transformers' order, so bf16 results agree with its models).
-MLP: down(silu(gate(x)) * up(x)).
+MLP: down(silu(gate(x)) * up(x)); without autograd (generation, scoring under no_grad) in place.
 """
 from __future__ import annotations
 
@@ -38,4 +38,6 @@ class MLP(nn.Module):
         # F.linear on the submodules' parameters: no module call per product
         gate = F.linear(x, self.gate_proj.weight, self.gate_proj.bias)
         up = F.linear(x, self.up_proj.weight, self.up_proj.bias)
-        return F.linear(F.silu(gate) * up, self.down_proj.weight, self.down_proj.bias)
+        # Without autograd the same values in place: two fewer (N, intermediate) temporaries, megabytes in a prefill
+        act = F.silu(gate) * up if torch.is_grad_enabled() else F.silu(gate, inplace=True).mul_(up)
+        return F.linear(act, self.down_proj.weight, self.down_proj.bias)
