@@ -203,6 +203,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "mrt_vs_grpo.json"))
     ap.add_argument("--train-arg", action="append", default=[], help="extra train.py override (repeatable)")
     args = ap.parse_args()
+    if not args.out.endswith(".json"):
+        ap.error(f"--out names the JSON file to write (plots go beside it), got {args.out!r}")
     size = SIZES[args.size]
     for k in ("steps", "problems", "samples", "rounds"):
         if getattr(args, k) is None:

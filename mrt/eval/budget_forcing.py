@@ -80,13 +80,15 @@ def generate_with_budgets(engine, prompts: list[list[int]], trace_params, budget
                           use_tqdm: bool = False) -> tuple[list[Any], list[list[BudgetTrace]], dict]:
     """Generate `trace_params.n` traces per prompt once, forking the meta-prover at every budget.
 
-    trace_params.max_tokens must be >= max(budgets). reward(text, request_index) -> 0/1 checks an answer of that
+    trace_params: one SamplingParams, or one per prompt (give each prompt its own seed); max_tokens must be
+    >= max(budgets). reward(text, request_index) -> 0/1 checks an answer of that
     prompt. Returns the engine's outputs, BudgetTrace[request][sample], and stats (forks, fallbacks, and engine: the
     GenerationStats of its generate calls).
     """
     budgets = sorted(budgets)
-    if trace_params.max_tokens < budgets[-1]:
-        raise ValueError(f"trace max_tokens ({trace_params.max_tokens}) is below the largest budget ({budgets[-1]})")
+    shortest = min(p.max_tokens for p in (trace_params if isinstance(trace_params, list) else [trace_params]))
+    if shortest < budgets[-1]:
+        raise ValueError(f"trace max_tokens ({shortest}) is below the largest budget ({budgets[-1]})")
     hook = BudgetHook(budgets, termination_ids, meta_params, stop_token_ids=stop_token_ids)
     gen = engine.generate(prompts, trace_params, hook=hook, use_tqdm=use_tqdm)
     outs, engine_stats = gen.outputs, gen.stats

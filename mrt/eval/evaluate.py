@@ -89,7 +89,7 @@ def evaluate_dataset(engine, tokenizer, dataset: EvalDataset, cfg: EvalConfig, *
         return float(verifier.reward(text, dataset.answers[i]))
 
     stop_ids = _stop_ids(engine, tokenizer)
-    trace_params, meta_params = _sampling_params(cfg)
+    trace_params, meta_params = _sampling_params(cfg, len(prompts))
     points = curve_points(cfg)
     outs, traces, fork_stats = generate_with_budgets(engine, prompts, trace_params, points, termination_ids,
                                                      termination_text, meta_params, reward, stop_token_ids=stop_ids,
@@ -102,18 +102,25 @@ def evaluate_dataset(engine, tokenizer, dataset: EvalDataset, cfg: EvalConfig, *
         curve = extrapolate(engine, tokenizer, prompts, reward, rounds=cfg.extrapolation_rounds,
                             round_tokens=cfg.round_tokens, eval_every=cfg.eval_every, markers=cfg.markers,
                             think_end=cfg.think_end, termination_text=termination_text,
-                            trace_params=SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed),
+                            trace_params=SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p),
+                            seed=derive_seed("eval-extrapolation", cfg.seed),
                             meta_params=meta_params, stop_token_ids=stop_ids)
         result["extrapolation"] = curve.to_dict()
     result["seconds"] = time.perf_counter() - t0
     return result
 
 
-def _sampling_params(cfg: EvalConfig):
-    """(the traces' SamplingParams, the meta-prover's), each with its own seed."""
+def _sampling_params(cfg: EvalConfig, num_prompts: int):
+    """(the traces' SamplingParams, one per prompt, the meta-prover's), each with its own seed.
+
+    Every prompt needs a seed of its own: the engine gives sample j of every request that shares a seed the same
+    noise stream (as a seeded request does in vLLM), so one seed for all prompts would draw every problem's traces
+    from the same few uniforms and make the accuracy of a whole dataset hang on 'samples' random draws."""
+    from dataclasses import replace
+
     from mrt.rollout import SamplingParams
-    trace_params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_budget,
-                                  n=cfg.samples, seed=cfg.seed)
+    base = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_budget, n=cfg.samples)
+    trace_params = [replace(base, seed=derive_seed("eval-trace", cfg.seed, i)) for i in range(num_prompts)]
     meta_params = SamplingParams(temperature=cfg.meta_temperature, top_p=cfg.meta_top_p, max_tokens=cfg.answer_tokens,
                                  n=cfg.meta_samples, seed=derive_seed("eval-meta-prover", cfg.seed))
     return trace_params, meta_params

@@ -49,10 +49,18 @@ def trim_stop(tokens: list[int], decode: Callable[[list[int]], str], stop_string
 
 def extrapolate(engine, tokenizer, prompts: list[list[int]], reward: Callable[[str, int], float], *,
                 rounds: int, round_tokens: int, eval_every: int, markers: Sequence[str], think_end: Sequence[str],
-                termination_text: str, trace_params, meta_params, stop_token_ids: Sequence[int] = (),
-                marker_prefix: str = "\n\n") -> ExtrapolationCurve:
-    """Accuracy every `eval_every` rounds of forced further thinking; reward(text, request_index) checks an answer."""
+                termination_text: str, trace_params, meta_params, seed: int = 0,
+                stop_token_ids: Sequence[int] = (), marker_prefix: str = "\n\n") -> ExtrapolationCurve:
+    """Accuracy every `eval_every` rounds of forced further thinking; reward(text, request_index) checks an answer.
+
+    Every prompt and round draws with its own seed (derived from `seed`; the params' own seeds are not used), so
+    the problems' traces and answers are independent draws."""
     from dataclasses import replace
+
+    from mrt.seeds import derive_seed
+
+    def seeded(params, purpose: str, r: int) -> list:
+        return [replace(params, seed=derive_seed(purpose, seed, r, i)) for i in range(len(prompts))]
 
     def decode(ids):
         return tokenizer.decode(ids, skip_special_tokens=False)
@@ -66,7 +74,7 @@ def extrapolate(engine, tokenizer, prompts: list[list[int]], reward: Callable[[s
     thought: list[list[int]] = [[] for _ in prompts]
     curve = ExtrapolationCurve()
     for r in range(rounds + 1):
-        outs = engine.generate([p + t for p, t in zip(prompts, thought)], params).outputs
+        outs = engine.generate([p + t for p, t in zip(prompts, thought)], seeded(params, "extrapolate", r)).outputs
         stopped = []
         for i, out in enumerate(outs):
             comp = out.outputs[0]
@@ -75,7 +83,8 @@ def extrapolate(engine, tokenizer, prompts: list[list[int]], reward: Callable[[s
             thought[i] = thought[i] + new
             stopped.append(done)
         if r % eval_every == 0 or r == rounds:
-            answers = engine.generate([p + t + term_ids for p, t in zip(prompts, thought)], meta_params).outputs
+            answers = engine.generate([p + t + term_ids for p, t in zip(prompts, thought)],
+                                      seeded(meta_params, "extrapolate-answer", r)).outputs
             acc = mean([mean([reward(termination_text + c.text, i) for c in o.outputs]) for i, o in enumerate(answers)])
             curve.rounds.append(r)
             curve.tokens.append(mean([len(t) for t in thought]))

@@ -112,9 +112,14 @@ class Sequence:
         self.num_prompt_tokens = len(self.token_ids)
         if self.params.seed is not None:
             # One stream per sample, so results do not depend on how sequences are batched or preempted.
-            # A branch also mixes in its fork point, so the branches of different boundaries draw differently.
-            where = 0 if self.branch is None else self.branch.position + 1
-            self.seed_stream = derive_seed("sample", self.params.seed, where, self.sample_index, bits=63)
+            # A branch also mixes in its parent's stream and its fork point, so the branches of different traces
+            # (which a hook forks with one SamplingParams) and of different boundaries draw differently.
+            if self.branch is None:
+                self.seed_stream = derive_seed("sample", self.params.seed, 0, self.sample_index, bits=63)
+            else:
+                parent = self.branch.parent.seed_stream
+                self.seed_stream = derive_seed("branch", self.params.seed, -1 if parent is None else parent,
+                                               self.branch.position + 1, self.sample_index, bits=63)
 
     def draw_key(self) -> int | None:
         """The sampler key of this sequence's next token: its stream and how many tokens it has drawn, so a

@@ -98,3 +98,16 @@ def test_a_sequence_larger_than_the_cache_raises():
     sched = Scheduler(BlockManager(2, 4))
     with pytest.raises(RuntimeError, match="does not fit"):
         _run(sched, [Sequence(list(range(6)), SamplingParams(max_tokens=10))])
+
+
+def test_branch_noise_streams_differ_between_parents_and_fork_points():
+    """A hook forks every trace's branches with one SamplingParams: a branch's stream mixes in its parent's, so the
+    branches of different traces (and of different fork points) never share their draws."""
+    from mrt.rollout.sequence import BranchOrigin
+    parents = [Sequence(list(range(8)), SamplingParams(seed=s)) for s in (1, 2)]
+    meta = SamplingParams(seed=5)
+    streams = {Sequence(list(range(p)), meta, branch=BranchOrigin(par, p, [], None), sample_index=j).seed_stream
+               for par in parents for p in (3, 6) for j in range(2)}
+    assert len(streams) == 8
+    again = Sequence(list(range(3)), meta, branch=BranchOrigin(parents[0], 3, [], None)).seed_stream
+    assert again in streams                                   # deterministic: recomputing gives the same stream

@@ -103,3 +103,15 @@ def test_cli_end_to_end(tiny_model_dir, tmp_path):
     assert res[0]["accuracy_at_budget"] == res[1]["accuracy_at_budget"]
     assert "| tiny | problems |" in (out / "results.md").read_text()
     assert (out / "problems.png").stat().st_size > 10_000
+
+
+def test_eval_gives_every_prompt_its_own_seed():
+    """One seed for all prompts would give sample j of every problem the same noise stream: the dataset's accuracy
+    would hang on a few draws. The eval's trace params carry one derived seed per prompt."""
+    from mrt.eval.config import EvalConfig
+    from mrt.eval.evaluate import _sampling_params
+    cfg = EvalConfig(models=["m"], data=["arithmetic:4"], samples=3, temperature=0.7, seed=11, budgets=[8])
+    traces, meta = _sampling_params(cfg, 5)
+    assert len(traces) == 5 and len({p.seed for p in traces}) == 5
+    assert all(p.n == 3 and p.temperature == 0.7 for p in traces) and meta.seed not in {p.seed for p in traces}
+    assert [p.seed for p in _sampling_params(cfg, 5)[0]] == [p.seed for p in traces]
