@@ -6,6 +6,9 @@ every answer token). Three ways, computed tokens and wall time side by side:
   (i)   transformers generate from each full prefix (+ termination text), the m answers of a boundary batched;
   (ii)  the engine with prefix sharing off: every answer is a fresh prompt (prefix + termination text);
   (iii) the engine with sharing and forks: the branches fork from the trace's own KV cache.
+  (iv)  (iii)'s matrix products alone, replayed with the same weights and shapes (no attention, sampling or
+        scheduling): a floor for any engine that computes (iii)'s tokens with these GEMMs, so (i) / (iv) bounds
+        the speedup over (i) that such an engine can reach (the "on a trace" workload only).
 Two workloads:
 - "on a trace" (the goal rows): the meta-prover's own work on a finished trace: (i) and (ii) run every
   prefix from scratch, (iii) prefills the trace once and forks all k boundaries from it (ForkRequest(position=...)).
@@ -138,6 +141,43 @@ def _hf_tokens(cfg, bounds):
     return sum(m * (P + b + t) + m * a for b in bounds)      # prefill of each batch + one token per decode step
 
 
+class _RecordProducts(torch.overrides.TorchFunctionMode):
+    """Records every matrix product (F.linear, @, mm, matmul) run under it, as (func, operands): a model
+    parameter is kept as itself, any other operand as its shape and whether it is a transposed 2-D view."""
+
+    FUNCS = {torch.nn.functional.linear, torch.matmul, torch.mm, torch.Tensor.__matmul__, torch.Tensor.matmul}
+
+    def __init__(self, params):
+        super().__init__()
+        self.params = {id(p) for p in params}
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.FUNCS:
+            ops = [a if id(a) in self.params or not isinstance(a, torch.Tensor) else
+                   (tuple(a.shape), a.dim() == 2 and a.stride(0) == 1 and a.shape[0] > 1) for a in args]
+            self.calls.append((func, ops, kwargs))
+        return func(*args, **kwargs)
+
+
+def _replay_products(calls, device):
+    """A function that reruns the recorded products on fresh operands of the same shapes and layouts."""
+    def operand(a):
+        if not isinstance(a, tuple):
+            return a
+        shape, transposed = a
+        return torch.randn(shape[::-1], device=device).t() if transposed else torch.randn(shape, device=device)
+    prepared = [(func, [operand(a) for a in ops], kw) for func, ops, kw in calls]
+
+    def run():
+        with torch.inference_mode():
+            for func, ops, kw in prepared:
+                func(*ops, **kw)
+        return len(prepared)
+    return run
+
+
 def meta_prover_on_trace(hf, model, cfg, rows, repeats):
     """The goal rows: the meta-prover's work on a finished trace."""
     from mrt.rollout import Engine, ForkRequest, SamplingParams
@@ -159,16 +199,21 @@ def meta_prover_on_trace(hf, model, cfg, rows, repeats):
                      num_blocks=k * m * (L + t + a) // 16 + 8 * k * m)
         return eng.generate([trace[:P + b] + term for b in bounds for _ in range(m)], one).stats.tokens_computed
 
-    res = _side_by_side({"hf": lambda: _hf_answers(hf, trace, term, bounds, cfg), "plain": plain, "fork": forks},
-                        repeats, dev)
+    recorder = _RecordProducts(model.parameters())
+    with recorder:
+        forks()
+    floor = _replay_products(recorder.calls, dev)
+    res = _side_by_side({"hf": lambda: _hf_answers(hf, trace, term, bounds, cfg), "plain": plain, "fork": forks,
+                         "floor": floor}, repeats, dev)
     n_hf = L + _hf_tokens(cfg, bounds)            # the trace's own prefill once, then every prefix again
     for name, key, n in [("(i) transformers generate", "hf", n_hf), ("(ii) engine, no sharing", "plain", None),
-                         ("(iii) engine, forks", "fork", None)]:
+                         ("(iii) engine, forks", "fork", None), ("(iv) (iii)'s matrix products alone", "floor", 0)]:
         s, n_res, per_round = res[key]
-        n = n_res if n is None else n
+        n = res["fork"][1] if key == "floor" else n_res if n is None else n
         rows.append(dict(workload=f"meta-prover on a trace L={L} k={k} m={m} t={t} a={a}", method=name,
                          tokens_computed=n, x_ideal=round(n / ideal, 3), seconds=round(s, 4),
                          speedup_of_iii=_ratio(per_round, res["fork"][2]),
+                         speedup_over_i=_ratio(res["hf"][2], per_round),
                          round_seconds=[round(x, 3) for x in per_round]))
 
 
@@ -274,7 +319,8 @@ def main():
         meta_prover_during_generation(hf, model, cfg, rows, args.repeats)
     if "throughput" in only:
         throughput(hf, model, cfg, rows, args.repeats)
-    cols = ["workload", "method", "tokens_computed", "x_ideal", "seconds", "speedup_of_iii", "trace_seconds",
+    cols = ["workload", "method", "tokens_computed", "x_ideal", "seconds", "speedup_of_iii", "speedup_over_i",
+            "trace_seconds",
             "meta_prover_seconds", "meta_speedup_of_iii", "tokens_per_s", "engine_speedup"]
     print(" | ".join(cols))
     for r in rows:
