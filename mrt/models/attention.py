@@ -2,9 +2,11 @@
 
 Projections (N, d) -> q (N, Hq, D), k, v (N, Hkv, D); Qwen3 applies an RMSNorm over D to each q and k head; then rope;
 then, with `Hq = g * Hkv` (GQA: query head h reads key/value head h // g) and scale = D^-1/2:
-- packed (`PackedMetadata`): causal attention within each packed sequence, no padding. flash-attn's varlen kernel on
-  CUDA for fp16/bf16 when `import flash_attn` works; otherwise torch SDPA per sequence (its flash / memory-efficient
-  kernels on a GPU, the fused CPU kernel here), which never builds an (N, N) mask;
+- packed (`PackedMetadata`): causal attention within each packed sequence. flash-attn's varlen kernel on CUDA for
+  fp16/bf16 when `import flash_attn` works; otherwise torch SDPA (its flash / memory-efficient kernels on a GPU, the
+  fused CPU kernel here), which never builds an (N, N) mask: one call on the sequences right-padded to the longest
+  when that at most doubles the tokens (exact: under a causal mask a real query sees only keys at or before it, all
+  real), else one call per sequence;
 - paged (`PagedMetadata`): the new K/V go into this layer's cache through the slot mapping (`store_kv`), then
   `paged_attention` reads the whole context (cached prefix + new tokens) from the block tables.
 Output: o_proj of the (N, Hq * D) attention result.
@@ -42,6 +44,14 @@ def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn: Pa
         if flash is not None:
             cu = attn.cu_seqlens.to(device=q.device, dtype=torch.int32)
             return flash(q, k, v, cu, cu, attn.max_seqlen, attn.max_seqlen, softmax_scale=scale, causal=True)
+    lens = [end - start for start, end in spans]
+    if 1 < len(spans) and len(spans) * max(lens) <= 2 * sum(lens):
+        return attention_padded(q, k, v, spans, scale)
+    return attention_per_sequence(q, k, v, spans, scale)
+
+
+def attention_per_sequence(q, k, v, spans: list[tuple[int, int]], scale: float) -> torch.Tensor:
+    """packed_attention as one SDPA call per span."""
     gqa = q.shape[1] != k.shape[1]
     outs = []
     for start, end in spans:
@@ -50,6 +60,28 @@ def packed_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn: Pa
         o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale, enable_gqa=gqa)
         outs.append(o[0].transpose(0, 1))                   # (L, Hq, D)
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+
+def attention_padded(q, k, v, spans: list[tuple[int, int]], scale: float) -> torch.Tensor:
+    """packed_attention as one SDPA call on (B, H, Lmax, D), the spans right-padded with zeros.
+
+    Token i of span b goes to row b * Lmax + i. Under the causal mask a real query at i reads keys 0..i of its own
+    span, all real, so its output is exact; padded queries' outputs are dropped, and padded keys are read only by
+    them, so they get zero gradient. Spans must be contiguous and in order (as PackedMetadata's are)."""
+    n, B = q.shape[0], len(spans)
+    lens = torch.tensor([end - start for start, end in spans], device=q.device)
+    width = int(lens.max())
+    starts = torch.tensor([start for start, _ in spans], device=q.device)
+    # dst[t] = b * width + (t - start_b) for token t of span b
+    shift = torch.arange(B, device=q.device) * width - starts
+    dst = torch.arange(n, device=q.device) + torch.repeat_interleave(shift, lens, output_size=n)
+
+    def pad(t):                                              # (N, H, D) -> (B, H, Lmax, D)
+        out = t.new_zeros(B * width, *t.shape[1:]).index_copy(0, dst, t)
+        return out.view(B, width, *t.shape[1:]).transpose(1, 2)
+    o = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), is_causal=True, scale=scale,
+                                       enable_gqa=q.shape[1] != k.shape[1])
+    return o.transpose(1, 2).reshape(B * width, *q.shape[1:]).index_select(0, dst)
 
 
 class KVLayer(NamedTuple):
