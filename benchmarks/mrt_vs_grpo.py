@@ -45,7 +45,12 @@ RUNS = {  # name -> train.py overrides; everything else is the embedded default
     "mrt-dense": ["--rl.algo", "mrt", "--rl.advantage_mode", "dense"],
     "mrt-sum": ["--rl.algo", "mrt", "--rl.advantage_mode", "sum"],
     "mrt-termination_baseline": ["--rl.algo", "mrt", "--rl.advantage_mode", "termination_baseline"],
+    # Opt-in (--runs): sum mode with J_-1 estimated from bare-prompt branches instead of 0, the check of why sum
+    # mode loses with J_-1 = 0 (its summed progress then telescopes to J at the last boundary, a bonus >= 0).
+    "mrt-sum-prompt_branches": ["--rl.algo", "mrt", "--rl.advantage_mode", "sum",
+                                "--meta_prover.prompt_branches", "true"],
 }
+DEFAULT_RUNS = ["grpo", "mrt-dense", "mrt-sum", "mrt-termination_baseline"]
 
 
 def last_checkpoint(run_dir: Path) -> Path:
@@ -194,7 +199,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--samples", type=int, help="samples per held-out problem (default: by size)")
     ap.add_argument("--budgets", help="comma-separated output-token budgets (default: by size)")
     ap.add_argument("--rounds", type=int, help="extrapolation rounds, 0: off (default: by size)")
-    ap.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {','.join(RUNS)}")
+    ap.add_argument("--runs", default=",".join(DEFAULT_RUNS),
+                    help=f"comma-separated subset of {','.join(RUNS)} (default: {','.join(DEFAULT_RUNS)})")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "mrt_vs_grpo"))
     ap.add_argument("--skip-train", action="store_true", help="evaluate the checkpoints already in --runs-dir")
     ap.add_argument("--base", default=str(ROOT / "mrt" / "assets" / "tiny_model"), help="the base (SFT) model")
