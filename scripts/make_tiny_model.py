@@ -71,10 +71,13 @@ def build_tokenizer():
     return hf
 
 
-def build_model(vocab_size: int, eos_id: int, pad_id: int):
+def build_model(vocab_size: int, eos_id: int, pad_id: int, hidden: int = 64):
+    """hidden d: the MLP is 4d wide and the 4 query / 2 KV heads are d/4 each (d=64: the shipped 0.25M model)."""
     from transformers import LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=4,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
+    if hidden % 8:
+        raise ValueError(f"--hidden must be a multiple of 8, got {hidden}")
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=4,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=256,
                       rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=None,
                       eos_token_id=eos_id, pad_token_id=pad_id, attention_bias=False, mlp_bias=False)
     return LlamaForCausalLM(cfg)
@@ -134,13 +137,14 @@ def main(argv=None):
     ap.add_argument("--eval-problems", type=int, default=100)
     ap.add_argument("--target-acc", type=float, default=0.4, help="stop at the first check at or above this")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=64, help="model width d (64: the shipped model; 128: 1.05M params)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
 
     tok = build_tokenizer()
-    model = build_model(len(tok), tok.eos_token_id, tok.pad_token_id)
+    model = build_model(len(tok), tok.eos_token_id, tok.pad_token_id, args.hidden)
     print(f"vocab {len(tok)}, parameters {sum(p.numel() for p in model.parameters()):,}")
     train = task.generate_problems(20000, seed=args.seed, split="train")
     heldout = task.generate_problems(args.eval_problems, seed=args.seed + 1, split="heldout")
