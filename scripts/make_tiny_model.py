@@ -4,12 +4,12 @@
    0..199 is one token (with and without a leading space), words carry their leading space, blank lines are one
    token, so a trace is ~40-90 tokens; the decoder fuses tokens back into the exact text. A chat template
    `Question : <problem>\\nAnswer :\\n` is stored with it.
-2. A small Llama (GQA, tied embeddings, ~0.25M parameters) pre-trained by supervised learning on reference traces
+2. A small Llama (GQA, tied embeddings, width 128, ~1.05M parameters) pre-trained by supervised learning on reference traces
    (slips and "Wait" corrections included) on the CPU, with greedy held-out accuracy checked every `--eval-every`
    steps; training stops at the first check at or above `--target-acc` (default 0.4), so RL starts from a model that is
    right on some problems and wrong on others.
 
-Run: `python scripts/make_tiny_model.py` (a few minutes on 2 CPU cores). Deterministic for a given --seed and thread
+Run: `python scripts/make_tiny_model.py` (about 5 minutes on 2 CPU cores). Deterministic for a given --seed and thread
 count.
 """
 from __future__ import annotations
@@ -71,8 +71,8 @@ def build_tokenizer():
     return hf
 
 
-def build_model(vocab_size: int, eos_id: int, pad_id: int, hidden: int = 64):
-    """hidden d: the MLP is 4d wide and the 4 query / 2 KV heads are d/4 each (d=64: the shipped 0.25M model)."""
+def build_model(vocab_size: int, eos_id: int, pad_id: int, hidden: int = 128):
+    """hidden d: the MLP is 4d wide and the 4 query / 2 KV heads are d/4 each (d=128: the shipped 1.05M model)."""
     from transformers import LlamaConfig, LlamaForCausalLM
     if hidden % 8:
         raise ValueError(f"--hidden must be a multiple of 8, got {hidden}")
@@ -137,7 +137,8 @@ def main(argv=None):
     ap.add_argument("--eval-problems", type=int, default=100)
     ap.add_argument("--target-acc", type=float, default=0.4, help="stop at the first check at or above this")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--hidden", type=int, default=64, help="model width d (64: the shipped model; 128: 1.05M params)")
+    ap.add_argument("--hidden", type=int, default=128,
+                    help="model width d (128: the shipped 1.05M-parameter model; 64: a 0.25M one)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
