@@ -49,6 +49,9 @@ RUNS = {  # name -> train.py overrides; everything else is the embedded default
     # mode loses with J_-1 = 0 (its summed progress then telescopes to J at the last boundary, a bonus >= 0).
     "mrt-sum-prompt_branches": ["--rl.algo", "mrt", "--rl.advantage_mode", "sum",
                                 "--meta_prover.prompt_branches", "true"],
+    # Opt-in: sum mode with the bonus scaled down, the check of whether a smaller alpha stops the bonus for reaching a
+    # boundary (alpha * J_{k-1}) from outweighing the outcome reward.
+    "mrt-sum-alpha0.3": ["--rl.algo", "mrt", "--rl.advantage_mode", "sum", "--rl.alpha", "0.3"],
 }
 DEFAULT_RUNS = ["grpo", "mrt-dense", "mrt-sum", "mrt-termination_baseline"]
 
