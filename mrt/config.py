@@ -228,6 +228,7 @@ class CheckpointConfig:
     every: int = 20                       # steps; 0: only at the end
     keep_last: int = 2
     resume: bool = False                  # continue from the latest checkpoint in dir
+    convert_legacy: bool = False          # convert old-layout checkpoints (a pickled trainer_state.pt) you trust
 
     def __post_init__(self):
         _need(self.every >= 0, "checkpoint.every", f"must be >= 0, got {self.every}")
@@ -293,7 +294,8 @@ class Config:
         _need(self.rl.algo != "mrt" or self.meta_prover.enabled, "meta_prover.enabled",
               "must be true when rl.algo is 'mrt' (progress needs the meta-prover)")
         _need(self.format_reward >= 0, "format_reward", f"must be >= 0, got {self.format_reward}")
-        _need(bool(self.reward), "reward", "must name a reward function")
+        from .rewards import REWARDS
+        _need(self.reward in REWARDS, "reward", f"unknown reward {self.reward!r} (known: {sorted(REWARDS)})")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

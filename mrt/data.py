@@ -4,8 +4,8 @@ Sources (`DataConfig.format`): `jsonl` (one JSON object a line; a `.json` file h
 `parquet` (needs the optional `pyarrow`), `datasets` (a folder written by `datasets`' `save_to_disk`; needs the
 optional `datasets`; a DatasetDict is cut to `split`), `hub` (a Hugging Face Hub dataset id, `org/name`, through the
 optional `datasets`' `load_dataset` at `revision`, cut to `split`; offline or unreachable: one DataError line saying
-so), `task` (a synthetic task named by `path`, e.g. `arithmetic`: `num_problems` training problems, or the held-out
-split), or `auto` (by the file's extension; a folder is a `datasets` folder, a known task name a task, a name in
+so), `task` (a synthetic task named by `path`, `arithmetic` or `countdown`: `num_problems` training problems, or the
+held-out split), or `auto` (by the file's extension; a folder is a `datasets` folder, a known task name a task, a name in
 hub spelling that is no local path a hub dataset).
 
 A prompt is the problem through the tokenizer's chat template (a user message, after an optional system message,
@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 from .config import DataConfig, resolve_path
 
-TASK_FORMATS = ("arithmetic",)
+TASK_FORMATS = ("arithmetic", "countdown")
 
 
 class DataError(ValueError):
@@ -73,24 +73,35 @@ def detect_format(path: str) -> str:
 
 
 def _read_jsonl(path: str) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8") as f:
+    """Rows of a JSONL file (or of a file holding one JSON array). Read as bytes and decoded line by line, so a line
+    that is not UTF-8 or not JSON is a malformed row (named with its row and line), not an error of the whole file."""
+    with open(path, "rb") as f:
         head = f.read(1)
         while head and head.isspace():
             head = f.read(1)
         f.seek(0)
-        if head == "[":          # a JSON array of objects
+        if head == b"[":          # a JSON array of objects
+            raw = f.read()
             try:
-                rows = json.load(f)
+                rows = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") \
+                    from None
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}: not valid JSON ({exc})") from None
+            if not isinstance(rows, list):
+                raise DataError(f"{path}: expected a JSON array of rows, got {type(rows).__name__}")
             yield from enumerate(rows)
             return
         row = 0
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                obj = _BadRow(f"line {line_no} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                              f"{exc.start + 1})")
             except json.JSONDecodeError as exc:
                 obj = _BadRow(f"line {line_no} is not valid JSON ({exc.msg})")
             yield row, obj
@@ -149,6 +160,16 @@ def _read_task(name: str, cfg: DataConfig, split: str, seed: int, n: int | None)
         count = n if n is not None else cfg.num_problems
         for i, p in enumerate(arithmetic.generate_problems(count, seed=seed, split=split)):
             yield i, {cfg.prompt_column: p.text, cfg.answer_column: str(p.answer)}
+        return
+    if name == "countdown":
+        from .tasks import countdown
+        count = n if n is not None else cfg.num_problems
+        try:
+            problems = countdown.generate_problems(count, seed=seed, split=split)
+        except ValueError as exc:
+            raise DataError(f"{name}: {exc} (data.num_problems / eval.held_out)") from None
+        for i, p in enumerate(problems):
+            yield i, {cfg.prompt_column: p.text, cfg.answer_column: p.answer}   # the answer is the problem itself
         return
     raise DataError(f"{name}: unknown task (known: {list(TASK_FORMATS)})")
 

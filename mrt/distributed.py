@@ -2,7 +2,9 @@
 
 - Environment: torchrun sets RANK, WORLD_SIZE, LOCAL_RANK (and MASTER_ADDR/PORT); without them the run is a single
   process and nothing is initialised.
-- Backend: gloo on the CPU, nccl on GPUs (`distributed.backend: auto`).
+- Backend: gloo on the CPU, nccl on GPUs (`distributed.backend: auto`). The process group's timeout is 10 minutes on
+  gloo, 30 on nccl (`pg_timeout_s`); a rank that dies is found within seconds by the heartbeat watchdog
+  (mrt.watchdog), which ends the others with a line naming the lost rank.
 - Generation: every rank generates its own share of the step's prompts with its own engine.
 - Update: DDP (gradients all-reduced in backward) or FSDP2 (`fully_shard` per decoder layer and the root). With FSDP2
   the ranks' generation loops run different numbers of steps, so the model cannot all-gather inside them: the
@@ -87,11 +89,33 @@ def init_distributed(backend: str = "auto", device: str | None = None) -> Distri
         if backend == "nccl" and dev.type != "cuda":
             raise ValueError("distributed.backend: nccl needs GPUs; use gloo on the CPU")
         dist.init_process_group(backend=backend, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(minutes=30))
+                                timeout=datetime.timedelta(seconds=pg_timeout_s(backend)))
         global _PEER_STORE
         from torch.distributed import distributed_c10d
         _PEER_STORE = distributed_c10d._get_default_store()
+        from .watchdog import start_watchdog
+        start_watchdog(_PEER_STORE, rank, world)
     return Distributed(rank, world, local, dev)
+
+
+# How long a collective may wait for a peer before the process group gives up. On GPUs (nccl) a peer may be busy for
+# long between collectives (an evaluation, a big checkpoint gathered to rank 0); gloo runs on the CPU, with small
+# models, where no legitimate wait comes near 10 minutes. A rank that dies is found much sooner than either, by the
+# heartbeat watchdog (mrt.watchdog). MRT_PG_TIMEOUT_S overrides both.
+PG_TIMEOUT_S = {"nccl": 30 * 60, "gloo": 10 * 60}
+
+
+def pg_timeout_s(backend: str) -> float:
+    env = os.environ.get("MRT_PG_TIMEOUT_S")
+    if env:
+        try:
+            value = float(env)
+        except ValueError:
+            value = -1.0
+        if value <= 0:
+            raise ValueError(f"MRT_PG_TIMEOUT_S: expected a positive number of seconds, got {env!r}")
+        return value
+    return PG_TIMEOUT_S.get(backend, PG_TIMEOUT_S["nccl"])
 
 
 _PEER_STORE = None
@@ -181,5 +205,7 @@ def load_fsdp_checkpoint(train_model, gen_model, optimizer, path: str, optimizer
 
 
 def cleanup() -> None:
+    from .watchdog import stop_watchdog
+    stop_watchdog()          # first: the peers must not take this rank's exit for a death
     if dist.is_initialized():
         dist.destroy_process_group()

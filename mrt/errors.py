@@ -28,11 +28,13 @@ class HubError(ValueError):
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Every exception type that is the user's to fix (imported here so that each module keeps its own class)."""
+    from .checkpoint import BrokenCheckpoint, CheckpointWriteError
     from .config import ConfigError
     from .data import DataError
     from .models.hf_checkpoint import CheckpointError
     from .trainer import TrainingStopped
-    return ConfigError, DataError, CheckpointError, ModelFolderError, HubError, TrainingStopped
+    return (ConfigError, DataError, CheckpointError, ModelFolderError, HubError, TrainingStopped, BrokenCheckpoint,
+            CheckpointWriteError)
 
 
 def one_line(exc: BaseException) -> str:

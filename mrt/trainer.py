@@ -397,7 +397,7 @@ class Trainer:
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
     def save(self) -> str | None:
-        extra = {"bad_steps": self.bad_steps}
+        extra = {"bad_steps": self.bad_steps, "data_order": self._data_order()}
         if self.dist.strategy == "fsdp":
             sync_generation_model(self.train_model, self.gen_model)
         optim_state = gathered_optimizer_state(self.train_model, self.optimizer, self.dist)   # FSDP2: collective
@@ -409,15 +409,39 @@ class Trainer:
         self.dist.barrier()
         return path
 
-    def resume(self) -> bool:
-        """Load the latest checkpoint of checkpoint_dir if any; returns whether one was loaded."""
-        path = ckpt.latest_checkpoint(self.cfg.checkpoint_dir)
+    def _data_order(self) -> dict:
+        """What the data order depends on (step_prompts): a resumed run on other data draws other prompts."""
+        return {"seed": self.cfg.seed, "rows": len(self.train_data),
+                "prompts_per_step": self.cfg.optim.prompts_per_step}
+
+    def resume(self, log=None) -> bool:
+        """Load the newest good checkpoint of checkpoint_dir if any; returns whether one was loaded.
+
+        Rank 0 checks the checkpoints against their manifests (mrt.checkpoint.find_resumable: a broken one is named
+        and skipped in one line) and, with checkpoint.convert_legacy, converts old-layout ones first; every rank then
+        loads the folder it names."""
+        say = log or (lambda msg: print(msg, flush=True))
+        root, found = self.cfg.checkpoint_dir, (None, None)
+        if self.dist.is_main:
+            try:
+                if self.cfg.checkpoint.convert_legacy:
+                    ckpt.convert_legacy_checkpoints(root, say)
+                found = (ckpt.find_resumable(root, say), None)
+            except ckpt.BrokenCheckpoint as exc:
+                found = (None, exc)
+        path, err = self.dist.broadcast_object(found)
+        if err is not None:
+            raise err
         if path is None:
             return False
         fsdp = self.dist.strategy == "fsdp"
         state = ckpt.load_checkpoint(path, None if fsdp else unwrap(self.model),
                                      optimizer=None if fsdp else self.optimizer,
-                                     scheduler=self.scheduler, restore_rng=False)
+                                     scheduler=self.scheduler, restore_rng=False, check=False)
+        order = state["extra"].get("data_order")
+        if order is not None and order != self._data_order():
+            say(f"data: the checkpoint was made with {order}, this run has {self._data_order()}: the prompts of the "
+                "steps to come differ from the interrupted run's")
         if fsdp:      # full weights and optimizer state, sharded again (mrt.distributed)
             load_fsdp_checkpoint(self.train_model, self.gen_model, self.optimizer, path, state["optimizer"])
         self.step = int(state["step"])
@@ -428,7 +452,7 @@ class Trainer:
     # ---- the run ------------------------------------------------------------------------------------------------
     def train(self) -> dict:
         cfg, d = self.cfg, self.dist
-        if cfg.checkpoint.resume and self.resume():
+        if cfg.checkpoint.resume and self.resume(None if d.is_main else (lambda msg: None)):
             resumed = True
         else:
             resumed = False

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+import mrt.checkpoint
 from mrt.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from mrt.config import Config
 
@@ -40,7 +41,8 @@ def test_round_trip_and_transformers_load(tmp_path, tiny_tokenizer, seed):
     path = save_checkpoint(str(tmp_path), 5, model, tokenizer=tiny_tokenizer, optimizer=opt, scheduler=sched,
                            config=Config(), extra={"consumed": 40})
     assert os.path.basename(path) == "step_00000005"
-    for f in ("config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt", "mrt_config.yaml"):
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "trainer_state.json", "optimizer.safetensors",
+              "mrt_config.yaml", "manifest.json"):
         assert os.path.isfile(os.path.join(path, f)), f
     draws = (random.random(), np.random.rand(), torch.rand(3))
 
@@ -85,7 +87,7 @@ def test_crash_mid_write_keeps_last_good(tmp_path, tiny_tokenizer, monkeypatch):
 
     def killed(*a, **k):
         raise KeyboardInterrupt("killed mid-write")
-    monkeypatch.setattr(torch, "save", killed)     # dies after the weights, before trainer_state.pt
+    monkeypatch.setattr(mrt.checkpoint, "write_manifest", killed)     # dies after every file but the manifest
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(str(tmp_path), 2, model, optimizer=opt, keep_last=1)
     monkeypatch.undo()
@@ -95,7 +97,7 @@ def test_crash_mid_write_keeps_last_good(tmp_path, tiny_tokenizer, monkeypatch):
     assert load_checkpoint(good, fresh)["step"] == 1
     for k, v in fresh.state_dict().items():
         assert torch.equal(v, before[k]), k
-    # A step folder without trainer_state.pt (e.g. copied by hand, half done) is not taken either.
+    # A step folder without manifest.json (e.g. copied by hand, half done) is not taken either.
     os.makedirs(tmp_path / "step_00000009")
     assert latest_checkpoint(str(tmp_path)) == good
     # The next save clears the partial folder.
