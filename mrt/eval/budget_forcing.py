@@ -12,7 +12,16 @@ finished thinking; its answer stands). A budget that the hook could not fork (th
 step) is answered by a fresh generation from the cut prefix + termination text, which is the same computation
 (the prefix comes from the cache); the count of such fallbacks is reported.
 
-The point of the J-vs-tokens curve for budget b is at tokens = prompt + min(b, length) + mean answer tokens (MRT.md).
+The J-vs-tokens curve of one trace (what `BudgetTrace.curve`, the normalised regret and the plots read):
+- a forced point for each budget b the trace ran past: x = prompt + b + its branches' mean answer tokens (MRT.md:
+  tokens counted as prompt + prefix + answer), y = J_b;
+- then its own answer, if it stopped by itself within the largest budget: x = max(prompt + length, the x of every
+  forced point), y = its own 0/1 outcome. Past a trace's end J is its own outcome: the model finished thinking and
+  its answer stands. The own point goes after every forced point even where a forced answer at a budget just before
+  the end, with its answer tokens added, would cost more tokens than the end itself; otherwise that forced answer
+  (often cut mid-line) would be the curve's last point and hold its J flat to any budget;
+- before the first point J is 0, between points linear, after the last point flat (`mrt.eval.metrics`).
+A trace cut at the largest budget has no own point: its last forced answer is its curve's tail.
 """
 from __future__ import annotations
 
@@ -41,6 +50,21 @@ class BudgetTrace:
         self.tokens.append(tokens)
         self.answers.append(answers)
         self.sources.append(source)
+
+    def place_own_answer(self) -> None:
+        """Put the own-answer points at x = max(prompt + length, every forced point's x) (module docstring); call once
+        every forced point has its tokens (after any fallback)."""
+        forced = [x for x, src in zip(self.tokens, self.sources) if src != "own"]
+        end = max([float(self.num_prompt_tokens + self.num_output_tokens)] + forced)
+        self.tokens = [end if src == "own" else x for x, src in zip(self.tokens, self.sources)]
+
+    def curve(self) -> tuple[list[float], list[float]]:
+        """(tokens, J) of the trace's J-vs-tokens curve in increasing tokens; the own answer, if any, last."""
+        forced = sorted(((x, j) for x, j, src in zip(self.tokens, self.J, self.sources) if src != "own"),
+                        key=lambda p: p[0])
+        own = [(x, j) for x, j, src in zip(self.tokens, self.J, self.sources) if src == "own"][:1]
+        points = forced + own
+        return [x for x, _ in points], [j for _, j in points]
 
 
 class BudgetHook:
@@ -97,6 +121,8 @@ def generate_with_budgets(engine, prompts: list[list[int]], trace_params, budget
     if missing:
         engine_stats = engine_stats + _answer_fallbacks(engine, outs, missing, budgets, termination_ids,
                                                         termination_text, meta_params, reward)
+    for tr in (tr for row in results for tr in row):
+        tr.place_own_answer()
     stats = {"forks": hook.num_forks, "fallbacks": len(missing), "engine": engine_stats}
     return outs, results, stats
 

@@ -149,15 +149,17 @@ def _budget_metrics(traces, points: list[int], cfg: EvalConfig) -> dict[str, Any
     """Budget forcing: accuracy and normalised regret at the budgets, the J-vs-tokens curves, regret per episode."""
     all_traces = [t for row in traces for t in row]
     col = {p: j for j, p in enumerate(points)}
-    # C0 counts the prompt too, as the curve's x does (MRT.md): C0 = prompt + budget. A trace's points are sorted by
-    # x: a forced answer just before the trace's own end can cost more tokens than the end itself.
-    regret_at = [metrics.mean([metrics.normalised_regret(*zip(*sorted(zip(t.tokens, t.J))), t.num_prompt_tokens + b,
+    # C0 counts the prompt too, as the curve's x does (MRT.md): C0 = prompt + budget. Each trace's curve is defined
+    # in mrt.eval.budget_forcing (past its end, J is its own outcome).
+    regret_at = [metrics.mean([metrics.normalised_regret(*t.curve(), t.num_prompt_tokens + b,
                                                          interpolation=cfg.regret_interpolation) for t in all_traces])
                  for b in cfg.budgets]
-    # Episodes of fixed chunks: the grid points a trace actually reached (its own answer closes the last one).
+    # Episodes of fixed chunks: J at the grid points inside the trace, then the point at or past its end closes the
+    # last (maybe partial) chunk: the own outcome of a trace that stopped, the last forced answer of one cut off.
     per_episode, cumulative = [], []
     for t in all_traces:
-        js = [j for j, p in zip(t.J, points) if p <= t.num_output_tokens] or t.J[:1]
+        inside = sum(p < t.num_output_tokens for p in points)
+        js = t.J[:inside + 1]
         per_episode.append(metrics.regret_per_episode(js))
         cumulative.append(metrics.cumulative_regret(js))
     return {
@@ -168,7 +170,7 @@ def _budget_metrics(traces, points: list[int], cfg: EvalConfig) -> dict[str, Any
                   "tokens": [metrics.mean([t.tokens[j] for t in all_traces]) for j in range(len(points))],
                   "J": [metrics.mean([t.J[j] for t in all_traces]) for j in range(len(points))]},
         # The same curves on one token grid, mean over problems with a 95% band: one curve rising in x per model.
-        "curve_grid": stats.curve_band([[(t.tokens, t.J) for t in row] for row in traces]),
+        "curve_grid": stats.curve_band([[t.curve() for t in row] for row in traces]),
         "episode_tokens": episode_tokens(cfg),
         "regret_per_episode": metrics.mean(per_episode), "cumulative_regret": metrics.mean(cumulative),
     }

@@ -4,8 +4,9 @@
   sample standard deviation s (n - 1 in the denominator). One value has no interval (half-width nan).
 - `curve_on_grid(tokens, J, grid)`: one trace's J-vs-tokens curve read at common token counts, with the conventions
   of `mrt.eval.metrics` (the normalised regret's curve): J is 0 before the trace's first point (no answer exists with
-  fewer tokens), linear between points, flat at its last J after the last point. The trace's points are sorted by
-  tokens first: a forced answer just before the trace's own end can cost more tokens than the end itself.
+  fewer tokens), linear between points, flat at its last J after the last point. Pass the points as
+  `BudgetTrace.curve()` gives them (increasing tokens, the own answer last, so past a trace's end J is its own
+  outcome); they are sorted stably, so points at equal tokens keep that order.
 - `curve_band(curves)`: the mean J over problems on one token grid, with a 95% t-band of that mean. Each problem's
   samples are averaged first, so the band counts problems (independent draws), not samples of the same problem.
 """
