@@ -101,6 +101,7 @@ class RolloutConfig:
     max_num_batched_tokens: int = 8192    # token budget of one engine step
     enable_prefix_caching: bool = True
     memory_fraction: float = 0.5
+    cuda_graphs: bool = True              # decode steps replayed as CUDA graphs on a GPU (no effect on the CPU)
 
     def __post_init__(self):
         _need(self.group_size >= 1, "rollout.group_size", f"must be >= 1, got {self.group_size}")
@@ -145,7 +146,7 @@ class EpisodesConfig:
 class MetaProverConfig:
     enabled: bool = True
     m: int = 4                            # branches per boundary (and from the bare prompt, once per prompt)
-    termination_text: str = "The answer is \\boxed{"   # a name in mrt.termination (r1, arithmetic) or the text
+    termination_text: str = "The answer is \\boxed{"   # a name in mrt.termination (r1, arithmetic, ...) or the text
     answer_max_tokens: int = 4
     temperature: float = 0.6
     top_p: float = 0.95
@@ -176,6 +177,12 @@ class RLConfig:
     recompute_old_logp: bool = False      # old log-probs from the training forward (no grad) instead of the engine
     dynamic_sampling: bool = True         # DAPO: keep only groups with mixed rewards, drawing more prompts for them
     dynamic_sampling_max_rounds: int = 3  # cap on generation per step: at most this many rounds of B prompts
+    # Which groups carry no signal and are dropped: "advantage" (the group's traces differ by at most min_spread in
+    # the advantage the loss gives their tokens at equal positions: GRPO's tied outcomes, and under MRT tied outcomes
+    # whose episodes made the same progress), or "outcome" (the rewards are all equal: DAPO's rule, which also drops
+    # MRT's progress signal). Spreads come in steps of alpha / meta_prover.m; 0 keeps any difference.
+    dynamic_sampling_filter: str = "advantage"
+    dynamic_sampling_min_spread: float = 0.0
 
     def __post_init__(self):
         _choice(self.algo, "rl.algo", ("grpo", "mrt"))
@@ -191,6 +198,9 @@ class RLConfig:
         _need(self.epochs_per_batch >= 1, "rl.epochs_per_batch", f"must be >= 1, got {self.epochs_per_batch}")
         _need(self.dynamic_sampling_max_rounds >= 1, "rl.dynamic_sampling_max_rounds",
               f"must be >= 1, got {self.dynamic_sampling_max_rounds}")
+        _choice(self.dynamic_sampling_filter, "rl.dynamic_sampling_filter", ("advantage", "outcome"))
+        _need(self.dynamic_sampling_min_spread >= 0, "rl.dynamic_sampling_min_spread",
+              f"must be >= 0, got {self.dynamic_sampling_min_spread}")
 
 
 @dataclass

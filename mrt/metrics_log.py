@@ -154,7 +154,8 @@ def plot_metrics(records: list[dict], out_dir: str) -> list[str]:
 
     reward_accuracy.png: training reward (and accuracy, only where it differs from the reward, i.e. with a format
     reward; and the kept groups' reward under dynamic sampling, where it differs), raw and EMA; held-out accuracy over steps (every eval record); the fraction of groups with zero reward
-    variance when logged. progress_by_episode.png: mean progress of the j-th episode, raw and EMA. regret.png:
+    variance when logged. progress_by_episode.png: mean progress of the j-th episode where steps have one, and the
+    share of traces that have it. regret.png:
     cumulative regret (sum over episodes of 1 - J, which falls with fewer episodes) beside the normalised regret at
     the run's budget (1 - area / C0, fair across lengths), each for training traces and held-out evaluations.
     """
@@ -197,15 +198,49 @@ def _plot_reward(plt, train: list[dict], evals: list[dict], out_dir: str) -> str
 
 
 def _plot_progress(plt, train: list[dict], out_dir: str) -> str:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Left: mean progress J_j - J_(j-1) of the j-th episode at each step whose traces have one (markers), its EMA
+    drawn only across consecutive steps with data, so a stretch of steps without that episode is a gap, not a line.
+    Right: the share of a step's traces that have a j-th episode (`episode_share/j`), so a reader sees episodes
+    appear or vanish and can weigh what each one adds."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    ax = axes[0]
     idx = sorted({int(k.split("_")[-1]) for r in train for k in r if k.startswith("progress/episode_")})
     for j in idx:
-        _raw_and_smooth(ax, train, f"progress/episode_{j}", f"episode {j}", f"C{j % 10}")
+        x, y = series(train, f"progress/episode_{j}")
+        color = f"C{j % 10}"
+        ax.plot(x, y, "o", color=color, markersize=2.5, alpha=0.35)
+        label = f"episode {j} (EMA {EMA_BETA} within runs of steps)"
+        for xs, ys in _consecutive_runs(x, y):
+            if len(xs) > 1:
+                ax.plot(xs, ema(ys), color=color, lw=2, label=label)
+                label = None
+        if label is not None:   # no run of two steps: the markers alone, labelled
+            ax.plot([], [], "o", color=color, label=f"episode {j}")
     ax.axhline(0.0, color="gray", lw=0.5)
     ax.set_ylabel("mean progress J_j - J_(j-1)")
     ax.set_title("mean progress by episode index" + ("" if idx else " (no episodes logged)"), fontsize=10)
-    _finish([ax])
+    ax = axes[1]
+    shares = sorted({int(k.split("/")[-1]) for r in train for k in r if k.startswith("episode_share/")})
+    for j in shares:
+        ax.plot(*series(train, f"episode_share/{j}"), color=f"C{j % 10}", lw=1.5, label=f"episode {j}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("share of traces")
+    ax.set_title("traces that have episode j" + ("" if shares else " (not logged)"), fontsize=10)
+    _finish(axes)
+    axes[0].figure.suptitle("markers: raw per step; solid: EMA over consecutive steps", fontsize=8, x=0.99,
+                            ha="right")
     return _save(fig, out_dir, "progress_by_episode.png")
+
+
+def _consecutive_runs(x: list, y: list[float]) -> list[tuple[list, list[float]]]:
+    """Split (steps, values) where a step is missing: [(steps, values) of each run of consecutive steps]."""
+    runs: list[tuple[list, list[float]]] = []
+    for i, (a, v) in enumerate(zip(x, y)):
+        if i == 0 or a != x[i - 1] + 1:
+            runs.append(([], []))
+        runs[-1][0].append(a)
+        runs[-1][1].append(v)
+    return runs
 
 
 def _plot_regret(plt, train: list[dict], evals: list[dict], out_dir: str) -> str:

@@ -81,7 +81,8 @@ class Trainer:
         r = cfg.rollout
         self.engine = Engine(self.gen_model, self.tokenizer, block_size=r.block_size, num_blocks=r.num_blocks,
                              max_num_seqs=r.max_num_seqs, max_num_batched_tokens=r.max_num_batched_tokens,
-                             enable_prefix_caching=r.enable_prefix_caching, memory_fraction=r.memory_fraction)
+                             enable_prefix_caching=r.enable_prefix_caching, memory_fraction=r.memory_fraction,
+                             cuda_graphs=None if r.cuda_graphs else False)     # None: on where the model is on CUDA
         self.optimizer = make_optimizer(self.model, cfg.optim)
         self.scheduler = make_scheduler(self.optimizer, cfg.optim, cfg.optim.steps)
         self.reward_fn = get_reward(cfg.reward)
@@ -151,10 +152,10 @@ class Trainer:
     def rollout(self, step: int):
         """This rank's traces of step -> (RolloutBatch, timings and engine counters).
 
-        With `rl.dynamic_sampling` (DAPO): groups whose G rewards are all equal carry no GRPO signal, so they are
-        dropped and more prompts are drawn (`spare_prompts`) until this rank has its share of mixed groups or
-        `rl.dynamic_sampling_max_rounds` rounds of generation ran; the batch is then the mixed groups found (if none,
-        the first round's batch, so a step always has traces).
+        With `rl.dynamic_sampling` (DAPO): groups that carry no signal (`_signal_groups`) are dropped and more prompts
+        are drawn (`spare_prompts`) until this rank has its share of groups with signal or
+        `rl.dynamic_sampling_max_rounds` rounds of generation ran; the batch is then the groups found (if none, the
+        first round's batch, so a step always has traces).
         """
         self._sync_generation_model()
         idx = self.step_prompts(step)
@@ -163,17 +164,19 @@ class Trainer:
         batch, info = self._rollout_round(idx[lo:hi], step, 0, group_base=lo)
         # The step's prompts as drawn, before any filtering: the policy's reward curve (dynamic sampling's kept
         # groups are biased towards 0.5 and are logged apart, as reward_kept). Sums by name, reduced with the rest.
+        stats = self._group_stats(batch)
         info["drawn"] = {"drawn": len(batch), "reward": _total(batch.rewards), "accuracy": _total(batch.correct),
-                         "zero_variance_groups": _zero_variance_groups(batch), "groups": _num_groups(batch)}
+                         "zero_variance_groups": _zero_variance_groups(batch), "groups": _num_groups(batch),
+                         **self._signal_counts(stats)}
         info["rounds"], info["prompts_generated"] = 1, quota
         if not self.cfg.rl.dynamic_sampling or quota == 0:
             return batch, info
-        kept = _mixed_groups(batch)
+        kept = self._signal_groups(batch, stats)
         while _num_groups(kept) < quota and info["rounds"] < self.cfg.rl.dynamic_sampling_max_rounds:
             r = info["rounds"]
             more, more_info = self._rollout_round(self.spare_prompts(step, r, quota), step, r,
                                                   group_base=len(idx) * r + lo)
-            kept = RolloutBatch.cat([kept, _mixed_groups(more)])
+            kept = RolloutBatch.cat([kept, self._signal_groups(more)])
             _add_info(info, more_info)
             info["rounds"] += 1
             info["prompts_generated"] += quota
@@ -213,6 +216,37 @@ class Trainer:
         return build_batch(outs, [e.answer for e in examples], [group_base + j for j in range(len(examples))],
                            self.reward_fn, termination_text=self.cfg.meta_prover.termination_text,
                            format_reward_fn=format_reward, format_weight=self.cfg.format_reward)
+
+    def _group_stats(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(dense group index of each trace (B,), whether each group's rewards differ (G,), the spread max - min of
+        the token advantages the loss would use over each group's tokens (G,))."""
+        g, mixed = _group_spread(batch)
+        return g, mixed, _advantage_spread(batch, self.advantages(batch).advantages)[1]
+
+    def _signal_groups(self, batch: RolloutBatch, stats=None) -> RolloutBatch:
+        """The traces of batch's groups that carry a learning signal, by rl.dynamic_sampling_filter:
+
+        "outcome": the group's rewards differ (DAPO; exactly the groups with non-zero GRPO advantages). "advantage":
+        the group's traces differ in the advantage the loss gives their tokens, read at equal token positions
+        (`_advantage_spread`), by more than rl.dynamic_sampling_min_spread. Under GRPO the two agree. Under MRT dense
+        an outcome-tied group still has signal when its traces' episodes made different progress (token t of episode
+        j gets alpha * prg_j): one trace right after its first episode and then spending more, another right only at
+        its end. Traces that share one advantage profile (all right in one episode each: alpha * (r - J_-1) on every
+        token; or the same J at the same boundaries) are only a baseline and are dropped, so the filter does not
+        switch itself off when J_-1 = 0 gives nearly every first episode a bonus > 0."""
+        g, mixed, spread = stats if stats is not None else self._group_stats(batch)
+        rl = self.cfg.rl
+        keep = mixed if rl.dynamic_sampling_filter == "outcome" else spread > rl.dynamic_sampling_min_spread
+        return _select_groups(batch, g, keep)
+
+    def _signal_counts(self, stats) -> dict:
+        """Of the drawn groups (stats: `_group_stats`): how many have no signal by their advantages, how many of the
+        outcome-tied ones do (a progress spread), and the sum of the tied groups' advantage spreads; logged whatever
+        the filter."""
+        _, mixed, spread = stats
+        signal, tied = spread > self.cfg.rl.dynamic_sampling_min_spread, ~mixed
+        return {"no_signal_groups": int((~signal).sum()), "tied_groups_with_signal": int((tied & signal).sum()),
+                "tied_group_spread": _total(spread[tied])}
 
     # ---- advantages ---------------------------------------------------------------------------------------------
     def advantages(self, batch: RolloutBatch):
@@ -303,6 +337,9 @@ class Trainer:
         rec.update({k: g[k] / T for k in ("entropy", "clip_fraction", "kl", "approx_kl_old")})
         rec.update({
             "zero_variance_groups": g["zero_variance_groups"] / max(g["groups"], 1),
+            "no_signal_groups": g["no_signal_groups"] / max(g["groups"], 1),
+            "tied_groups_with_signal": g["tied_groups_with_signal"] / max(g["groups"], 1),
+            "tied_group_spread": g["tied_group_spread"] / max(g["zero_variance_groups"], 1),
             "prompts_generated": g["prompts_generated"], "sampling_rounds": g["rounds"] / self.dist.world_size,
             "prefix_cache_hit_rate": g["prompt_tokens_cached"] / max(g["prompt_tokens_cached"]
                                                                       + g["prompt_tokens_computed"], 1),
@@ -316,6 +353,7 @@ class Trainer:
         })
         for key in [k for k in g if k.startswith("progress_sum/")]:
             j = key.split("/")[1]
+            rec[f"episode_share/{j}"] = g[f"progress_count/{j}"] / B      # traces that have a j-th episode
             if g[f"progress_count/{j}"] > 0:
                 rec[f"progress/episode_{j}"] = g[key] / g[f"progress_count/{j}"]
         return rec
@@ -536,6 +574,29 @@ def _group_spread(batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
     return g, lo != hi
 
 
+def _advantage_spread(batch: RolloutBatch, advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dense group index of each trace (B,), how much each group's traces differ in advantage (G,)): the largest,
+    over token positions t, of max - min over the group's traces of the advantage of their token t, a trace past its
+    end keeping its last token's advantage (traces without tokens take no part; 0 for a group without tokens).
+    A profile over positions that every trace of a group shares is a baseline, not a comparison of its traces."""
+    _, g = torch.unique(batch.group_ids, return_inverse=True)
+    n = int(g.max()) + 1 if len(batch) else 0
+    lens = batch.token_offsets.diff()                                                          # (B,)
+    L = int(lens.max()) if len(batch) else 0
+    if L == 0:
+        return g, torch.zeros(n, dtype=torch.float64, device=g.device)
+    last = (lens - 1).clamp(min=0)
+    idx = batch.token_offsets[:-1, None] + torch.minimum(torch.arange(L, device=g.device)[None], last[:, None])
+    a = advantages.to(torch.float64)[idx.clamp(max=advantages.numel() - 1)]                  # (B, L)
+    empty = (lens == 0)[:, None]
+    rows = g[:, None].expand(-1, L)
+    hi = torch.full((n, L), float("-inf"), dtype=a.dtype, device=a.device).scatter_reduce(
+        0, rows, a.masked_fill(empty, float("-inf")), "amax")
+    lo = torch.full((n, L), float("inf"), dtype=a.dtype, device=a.device).scatter_reduce(
+        0, rows, a.masked_fill(empty, float("inf")), "amin")
+    return g, (hi - lo).clamp(min=0.0).amax(dim=1)                                            # (G,)
+
+
 def _num_groups(batch: RolloutBatch) -> int:
     return int(torch.unique(batch.group_ids).numel())
 
@@ -545,10 +606,9 @@ def _zero_variance_groups(batch: RolloutBatch) -> int:
     return int((~_group_spread(batch)[1]).sum())
 
 
-def _mixed_groups(batch: RolloutBatch) -> RolloutBatch:
-    """The traces of batch's groups with mixed rewards."""
-    g, mixed = _group_spread(batch)
-    return batch.select(mixed[g].nonzero().flatten())
+def _select_groups(batch: RolloutBatch, g: torch.Tensor, keep: torch.Tensor) -> RolloutBatch:
+    """The traces of batch whose group is kept (g: dense group index of each trace (B,), keep: (G,) bool)."""
+    return batch.select(keep[g].nonzero().flatten())
 
 
 def _add_info(info: dict, more: dict) -> None:

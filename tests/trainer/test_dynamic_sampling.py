@@ -6,13 +6,17 @@ import pytest
 from mrt.eval.metrics import normalised_regret
 from mrt.rollout_batch import RolloutBatch, Trace
 from mrt.seeds import derive_seed
-from mrt.trainer import Trainer, _mixed_groups, _zero_variance_groups
+from mrt.trainer import Trainer, _group_spread, _select_groups, _zero_variance_groups
 
 from .trainer_helpers import tiny_config
 
 
 def _trace(group: int, reward: float, boundaries=(), J=(), n=10) -> Trace:
     return Trace([1, 2, 3], list(range(n)), [0.0] * n, reward, reward, group, list(boundaries), list(J), 0.0, "stop")
+
+
+def _mixed_groups(batch):
+    return _select_groups(batch, *_group_spread(batch))
 
 
 def test_zero_variance_and_mixed_groups():
@@ -33,25 +37,55 @@ def test_derive_seed_separates_purposes_and_parts():
         derive_seed("sample", 7, bits=64)
 
 
-def test_dynamic_sampling_keeps_only_mixed_groups(tmp_path):
+def test_advantage_filter_keeps_mrt_progress_signal(tmp_path):
+    """Under MRT dense, an outcome-tied group keeps its signal when its episodes made different progress; a group
+    whose tokens all get one advantage (all right in one episode each: alpha * (r - J_-1) everywhere) does not."""
+    batch = RolloutBatch.from_traces([
+        _trace(0, 1.0), _trace(0, 1.0),                                   # tied, one advantage for every token
+        _trace(1, 1.0), _trace(1, 1.0, boundaries=[4], J=[1.0]),         # tied; the second trace's tail added 0
+        _trace(2, 0.0), _trace(2, 1.0),                                   # mixed outcomes
+        _trace(3, 0.0, boundaries=[3], J=[0.0]), _trace(3, 0.0),         # tied, J 0 everywhere: all advantages 0
+        _trace(4, 1.0, boundaries=[5], J=[0.75]), _trace(4, 1.0, boundaries=[5], J=[0.75])])   # identical traces
+    for algo, want in (("mrt", [1, 2]), ("grpo", [2])):
+        tr = Trainer(tiny_config(tmp_path / algo, "--rl.algo", algo, "--meta_prover.prompt_branches", "false"))
+        stats = tr._group_stats(batch)
+        assert sorted({t.group for t in tr._signal_groups(batch, stats).traces}) == want
+        counts = tr._signal_counts(stats)
+        assert counts["no_signal_groups"] == 5 - len(want)
+        assert counts["tied_groups_with_signal"] == len(want) - 1
+        # group 1's spread: its second trace's first episode gets alpha * J_0 = 1, its tail alpha * (1 - 1) = 0
+        assert counts["tied_group_spread"] == pytest.approx(1.0 if algo == "mrt" else 0.0)
+    outcome = Trainer(tiny_config(tmp_path / "outcome", "--rl.dynamic_sampling_filter", "outcome"))
+    assert sorted({t.group for t in outcome._signal_groups(batch).traces}) == [2]
+    hard = Trainer(tiny_config(tmp_path / "hard", "--rl.dynamic_sampling_min_spread", "1.0"))
+    assert sorted({t.group for t in hard._signal_groups(batch).traces}) == [2]   # group 1's spread is not > 1
+
+
+@pytest.mark.parametrize("filter_", ["outcome", "advantage"])
+def test_dynamic_sampling_keeps_only_groups_with_signal(tmp_path, filter_):
     cfg = tiny_config(tmp_path, "--rl.dynamic_sampling", "true", "--rl.dynamic_sampling_max_rounds", "4",
-                      "--optim.prompts_per_step", "4", "--rollout.group_size", "4")
+                      "--optim.prompts_per_step", "4", "--rollout.group_size", "4",
+                      "--rl.dynamic_sampling_filter", filter_)
     tr = Trainer(cfg)
     plain = Trainer(tiny_config(tmp_path / "plain", "--optim.prompts_per_step", "4", "--rollout.group_size", "4",
                                 "--rl.dynamic_sampling", "false"))
     first, _ = plain.rollout(0)
     batch, info = tr.rollout(0)
     assert 1 <= info["rounds"] <= 4 and info["prompts_generated"] == 4 * info["rounds"]
-    mixed = _mixed_groups(batch)
-    if mixed.traces:                      # some group was mixed: the batch holds mixed groups only, at most B
-        assert len(mixed.traces) == len(batch.traces)
+    signal = tr._signal_groups(batch)
+    if signal.traces:                     # some group had signal: the batch holds such groups only, at most B
+        assert len(signal.traces) == len(batch.traces)
         assert len({t.group for t in batch.traces}) <= 4
     else:                                 # none in every round: the first round's batch stands
         assert info["rounds"] == 4 and len(batch.traces) == len(first.traces)
-    if _zero_variance_groups(first) == 0:
+    if len(tr._signal_groups(first).traces) == len(first.traces):
         assert info["rounds"] == 1        # nothing to replace: no extra generation
+    if filter_ == "outcome":
+        assert len(_mixed_groups(batch).traces) in (0, len(batch.traces))
     rec = tr.train_step()
     assert 0.0 <= rec["zero_variance_groups"] <= 1.0
+    # every group without signal by its advantages is outcome-tied (a mixed group's GRPO advantages differ)
+    assert rec["no_signal_groups"] + rec["tied_groups_with_signal"] == pytest.approx(rec["zero_variance_groups"])
     assert rec["prompts_generated"] == 4 * rec["sampling_rounds"]
 
 
