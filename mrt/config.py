@@ -481,6 +481,9 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"--config: {path}: cannot be read ({exc.strerror or exc})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--config: {path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--config: {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                              f"{exc.start})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of sections")
         tree = loaded

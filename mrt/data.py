@@ -118,7 +118,12 @@ def _read_parquet(path: str) -> Iterator[tuple[int, Any]]:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"{path}: reading Parquet needs the optional package pyarrow (`pip install pyarrow`)") from None
-    yield from enumerate(pq.read_table(path).to_pylist())
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # noqa: BLE001 (pyarrow's errors: a truncated or foreign file, a bad schema)
+        why = " ".join(str(exc).split())[:300]
+        raise DataError(f"{path}: cannot be read as Parquet ({type(exc).__name__}: {why})") from None
+    yield from enumerate(rows)
 
 
 def _read_datasets(path: str, split: str) -> Iterator[tuple[int, Any]]:
@@ -184,6 +189,10 @@ def read_rows(path: str, fmt: str, cfg: DataConfig, split: str = "train", seed: 
         return _read_hub(path, cfg.split, cfg.revision)
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file or folder (data.path)")
+    if fmt in ("jsonl", "parquet") and os.path.isdir(path):
+        raise DataError(f"{path}: a folder, not a {fmt} file (data.path; data.format {fmt})")
+    if fmt in ("jsonl", "parquet") and not os.access(path, os.R_OK):
+        raise DataError(f"{path}: cannot be read (no permission) (data.path)")
     if fmt == "jsonl":
         return _read_jsonl(path)
     if fmt == "parquet":

@@ -645,7 +645,14 @@ def main(argv: list[str] | None = None) -> dict:
     if "--resume" in argv:       # shorthand of --checkpoint.resume
         argv.remove("--resume")
         argv.append("--checkpoint.resume")
+    check = "--check" in argv        # validate everything, say what would run, and stop (mrt.check)
+    if check:
+        argv.remove("--check")
     cfg = load_config(path, argv)
+    if check:
+        from .check import check_run
+        print(check_run(cfg), flush=True)
+        return {"checked": True}
     d = init_distributed(cfg.distributed.backend)
     try:
         return Trainer(cfg, d).train()

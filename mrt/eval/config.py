@@ -124,9 +124,16 @@ def parse_int_list(value, name: str) -> list[int]:
         raise ValueError(f"{name} must be a comma-separated list of integers, got {value!r}") from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad argument is a ValueError, reported as one `error:` line like every other bad input (mrt.eval.__main__)."""
+
+    def error(self, message):
+        raise ValueError(f"arguments: {message} (see python -m mrt.eval --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mrt.eval", description="Accuracy at token budgets, maj@k, normalised "
-                                "regret and extrapolation of one or more models (MRT.md).")
+    p = _Parser(prog="python -m mrt.eval", description="Accuracy at token budgets, maj@k, normalised "
+                "regret and extrapolation of one or more models (MRT.md).")
     p.add_argument("--config", help="YAML file with any of the settings below (the command line overrides it)")
     p.add_argument("--model", dest="models", action="append", help="model folder, or NAME=DIR; repeat for several")
     p.add_argument("--data", action="append", help="JSONL/JSON file, or arithmetic[:N]; repeat for several")
@@ -146,12 +153,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_types(values: dict) -> None:
+    """A YAML value of the wrong type (a string for a number, a list for a string) -> ValueError naming the key."""
+    defaults = EvalConfig()
+    for k, v in values.items():
+        d = getattr(defaults, k)
+        if v is None or k in ("models", "data", "markers", "think_end", "budgets"):
+            ok = v is None and d is None or isinstance(v, (list, str)) or k == "budgets" and isinstance(v, int)
+            if k in ("models", "data", "markers", "think_end") and isinstance(v, list):
+                ok = all(isinstance(x, str) for x in v)
+        elif isinstance(d, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(d, int) or k in ("limit", "curve_every"):
+            ok = isinstance(v, int) and not isinstance(v, bool)
+        elif isinstance(d, float):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        else:
+            ok = isinstance(v, str)
+        if not ok:
+            raise ValueError(f"{k}: {v!r} has the wrong type (default {d!r})")
+
+
 def parse_args(argv: list[str] | None = None) -> EvalConfig:
     """The config from `--config FILE` and command-line overrides; ValueError with a clear message on bad input."""
     ns = _parser().parse_args(argv)
     values: dict = {}
     if ns.config:
-        loaded = yaml.safe_load(Path(ns.config).read_text()) or {}
+        try:
+            loaded = yaml.safe_load(Path(ns.config).read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            why = " ".join(str(exc).split())[:300]
+            raise ValueError(f"--config: {ns.config} cannot be read as YAML ({type(exc).__name__}: {why})") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{ns.config}: expected a mapping of settings, got {type(loaded).__name__}")
         values.update({k.replace("-", "_"): v for k, v in loaded.items()})
@@ -171,6 +203,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     for k in ("markers", "think_end"):
         if isinstance(values.get(k), str):
             values[k] = [s for s in values[k].split(",") if s]
+    _check_types(values)
     cfg = EvalConfig(**values)
     if not cfg.models:
         raise ValueError("no model given: pass --model DIR (or models: in the config file)")

@@ -57,9 +57,18 @@ def get_verifier(name: str) -> Verifier:
 def _read_rows(path: Path) -> list[dict]:
     if not path.exists():
         raise ValueError(f"dataset file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte at offset {exc.start})") from None
+    except OSError as exc:
+        raise ValueError(f"dataset file {path} cannot be read ({exc.strerror or exc})") from None
     if path.suffix == ".json":
-        rows = json.loads(text)
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(rows, list):
             raise ValueError(f"{path}: expected a JSON list of objects")
     else:
@@ -98,6 +107,9 @@ def load_dataset(spec: str, *, prompt_column: str = "problem", answer_column: st
     missing = [i for i, r in enumerate(rows) if prompt_column not in r or answer_column not in r]
     if missing:
         raise ValueError(f"dataset {path}: rows {missing[:5]} lack {prompt_column!r} or {answer_column!r}")
+    empty = [i for i, r in enumerate(rows) if r[prompt_column] is None or not str(r[prompt_column]).strip()]
+    if empty:
+        raise ValueError(f"dataset {path}: rows {empty[:5]} have an empty {prompt_column!r}")
     rows = rows[:limit] if limit is not None else rows
     return EvalDataset(path.stem, [str(r[prompt_column]) for r in rows], [r[answer_column] for r in rows], "math",
                        R1_TERMINATION_TEXT)
