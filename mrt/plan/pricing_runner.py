@@ -1,0 +1,132 @@
+"""A model runner that prices each engine step instead of computing it.
+
+It stands where `mrt.rollout.runner.ModelRunner` stands: the engine's real scheduler and block manager plan a step
+(`ScheduledBatch`: sequences, token counts, copy-on-write copies), and `run(batch)` returns what the real runner
+returns (the batch rows to sample, with an empty logits tensor) while adding the step's price to its parts:
+- a scheduled sequence's tokens at positions >= max(prompt length, most ever computed) are decode tokens (sampled one
+  by one); the rest are a prefill chunk; a chunk's tokens below `max_computed` are recomputed after a preemption;
+- parts: `rollout_prefill` / `rollout_decode` (the traces), `meta_prefill` / `meta_decode` (branches: termination
+  text, answers, and in the no-sharing variant each branch's whole prefix), `recompute` (preempted tokens again);
+- `meta_prefix_kv_*`: the K/V of the parent's prefix (tokens before the fork point) that branches read, counted
+  inside meta_prefill / meta_decode and reported apart; with `cascade=True` a fork group's decode reads that prefix
+  once per step for all its branches (a shared-prefix decode attention), the rest of each branch's context alone.
+
+Coarsened steps (`coarsen` k > 1; see mrt/plan/sim_engine.py): a sequence then arrives with up to k decode tokens
+sampled at once; they are priced as k consecutive decode steps (sub-step j has the rows of every sequence with more
+than j decode tokens, and streams the weights again), so the FLOPs, weight and K/V bytes, launches and host
+time of the k steps are all counted; only the batching of the k steps is fixed at the first one's.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from .costs import (Part, attention_op, head_op, launches_per_forward, linear_op, prefill_kv_reads)
+from .profiles import DeviceProfile
+from .shape import ModelShape
+
+ROLLOUT_PARTS = ("rollout_prefill", "rollout_decode", "meta_prefill", "meta_decode", "recompute")
+
+
+class PricingRunner:
+    def __init__(self, shape: ModelShape, profile: DeviceProfile, *, cascade: bool = False, hook: bool = False):
+        self.shape = shape
+        self.profile = profile
+        self.cascade = cascade
+        self.hook = hook                 # the meta-prover's hook sees every trace that sampled (host time)
+        self.on_gpu = profile.name != "cpu"
+        self.parts = {k: Part() for k in ROLLOUT_PARTS}
+        self.prefix_kv_reads = 0.0       # keys of parents' prefixes read by branches (after any cascade saving)
+        self.cascade_saved_reads = 0.0
+        self.forwards = 0                # priced forwards (sub-steps)
+        self.num_blocks = None
+
+    def ensure_blocks(self, n: int) -> None:
+        """The real runner grows its pool here; a priced one has none."""
+
+    # ---- one step -----------------------------------------------------------------------------------------------
+    def run(self, batch) -> tuple[torch.Tensor, list[int]]:
+        pre_rows, pre_sampled = defaultdict(float), defaultdict(float)
+        decodes: list[tuple[str, int]] = []
+        pairs, reads = defaultdict(float), defaultdict(float)
+        groups: dict[int, tuple[int, list[int]]] = {}
+        which = []
+        for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_tokens)):
+            c, P = seq.num_computed_tokens, seq.num_prompt_tokens
+            start = max(c, P, seq.max_computed)
+            d = max(0, c + n - start)
+            p = n - d
+            branch = seq.branch
+            ready = c + n == len(seq)
+            if ready:
+                which.append(i)
+            if p:
+                rec = max(0, min(c + p, seq.max_computed) - c)
+                kind = "recompute" if rec * 2 > p else ("meta_prefill" if branch else "rollout_prefill")
+                pre_rows[kind] += p
+                if ready and not d:
+                    pre_sampled[kind] += 1
+                pairs[kind] += p * c + p * (p + 1) / 2
+                kv = prefill_kv_reads(c, p, self.on_gpu)
+                reads[kind] += kv
+                if branch is not None:
+                    self.prefix_kv_reads += kv * min(branch.position, c + p) / (c + p)
+            if d:
+                kind = "meta_decode" if branch else "rollout_decode"
+                decodes.append((kind, d))
+                q = d * start + d * (d + 1) / 2          # each decode query reads its whole context
+                pairs[kind] += q
+                reads[kind] += q
+                if branch is not None:
+                    self.prefix_kv_reads += d * branch.position
+                    if self.cascade:
+                        groups.setdefault(id(branch), (branch.position, []))[1].append(d)
+        if groups:
+            saved = sum(prefix * _shared_reads(ds) for prefix, ds in groups.values())
+            reads["meta_decode"] -= saved
+            self.prefix_kv_reads -= saved
+            self.cascade_saved_reads += saved
+        self._price(batch, pre_rows, pre_sampled, decodes, pairs, reads)
+        return torch.empty((len(which), 0)), which
+
+    def _price(self, batch, pre_rows, pre_sampled, decodes, pairs, reads) -> None:
+        shape, prof = self.shape, self.profile
+        steps = max([d for _, d in decodes], default=0) or 1
+        attn_s = {}
+        for kind in pairs:
+            attn_s[kind] = attention_op(self.parts[kind], shape, prof, pairs[kind], reads[kind])
+        attn_per_step = sum(attn_s.values()) / steps
+        launch = launches_per_forward(shape) * prof.launch_s
+        for j in range(steps):
+            rows, sampled = defaultdict(float), defaultdict(float)
+            if j == 0:
+                for k, v in pre_rows.items():
+                    rows[k] += v
+                for k, v in pre_sampled.items():
+                    sampled[k] += v
+            num_seqs = len(batch.seqs) if j == 0 else 0
+            for kind, d in decodes:
+                if d > j:
+                    rows[kind] += 1
+                    sampled[kind] += 1
+                    num_seqs += j > 0
+            hooked = sampled["rollout_decode"] + sampled["rollout_prefill"] if self.hook else 0
+            total_rows, total_sampled = sum(rows.values()), sum(sampled.values())
+            device = attn_per_step
+            for kind, r in rows.items():
+                device += linear_op(self.parts[kind], shape, prof, r, weight_share=r / total_rows)
+            for kind, s in sampled.items():
+                if s:
+                    device += head_op(self.parts[kind], shape, prof, s, weight_share=s / total_sampled)
+            host = prof.host_step_s + prof.host_seq_s * num_seqs + prof.hook_seq_s * hooked
+            overhead = (max(0.0, launch - device) if self.on_gpu else launch) + host
+            for kind, r in rows.items():
+                self.parts[kind].launch_s += overhead * r / total_rows
+            self.forwards += 1
+
+
+def _shared_reads(ds: list[int]) -> int:
+    """Prefix reads a cascade saves for a fork group whose members decode ds tokens this step: at sub-step j,
+    count_j members read the prefix; a shared-prefix kernel reads it once."""
+    return sum(max(0, sum(1 for d in ds if d > j) - 1) for j in range(max(ds)))

@@ -1,0 +1,199 @@
+"""Device profiles: what one accelerator (or this machine's CPU) can do, the numbers every price is made of.
+
+A price is a roofline: an op takes max(FLOPs / flop_rate, bytes / bandwidth), plus the host's cost of launching its
+kernels. The rates are the datasheet's peaks times an efficiency that well-tuned kernels reach on them (dense bf16
+GEMMs reach ~60-70% of the tensor-core peak on Hopper at large sizes; streaming kernels ~80% of HBM bandwidth);
+`launch_s` is the host's cost per kernel of an eager PyTorch forward (no CUDA graphs: the engine has none yet),
+`host_step_s` / `host_seq_s` the engine's own Python per step and per scheduled sequence (scheduler, inputs,
+sampler, stop checks, hook), which does not overlap the device work because each step ends by reading the sampled
+tokens back.
+
+H100 SXM5: 989 TFLOP/s dense bf16, 67 TFLOP/s fp32 (no TF32: torch's matmul default), 3.35 TB/s HBM3, 80 GB.
+H200 SXM: the same chip with 4.8 TB/s HBM3e and 141 GB. NVLink 4: 450 GB/s each way per GPU (collectives reach about
+three quarters of it).
+`cpu`: measured on this machine by `probe_cpu` (a few seconds): an fp32 GEMM's rate, memory bandwidth (a 64 MB
+copy), the rate at which a product with a few rows streams a 64 MB weight (what a decode step does: on one core far
+below the bandwidth, the product is bound by its packing of the weight), the cost of one small module call (the
+"launch"), and the engine's own Python per step, per sequence and in the meta-prover's hook per trace
+(`probe_engine_host`, on the embedded tiny model with its forward timed apart).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+
+from ..config import ConfigError, resolve_path
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    memory_bytes: float              # usable device memory
+    bf16_flops: float                # dense peak, FLOP/s
+    fp32_flops: float
+    bandwidth: float                 # bytes/s, peak
+    flops_efficiency: float = 0.65   # of the peak, for large GEMMs and attention
+    bandwidth_efficiency: float = 0.8
+    launch_s: float = 5e-6           # host time per kernel launch (eager PyTorch)
+    host_step_s: float = 1.0e-3      # engine Python per step
+    host_seq_s: float = 12e-6        # engine Python per scheduled sequence per step
+    hook_seq_s: float = 40e-6        # the meta-prover hook per trace per step (online segmentation, detokenising)
+    weight_rate: float = 0.0         # bytes/s of a product streaming its weight with few rows (0: byte_rate)
+    cache_bytes: float = 0.0         # activations smaller than this stay in cache: their traffic costs no bandwidth
+    interconnect: float = 3.4e11     # bytes/s a collective moves per GPU (0: none)
+    context_bytes: float = 0.6e9     # CUDA context and allocator slack, not available to tensors
+    measured: bool = False           # rates from a probe on this machine
+
+    def flop_rate(self, dtype_bytes: int) -> float:
+        """Achievable FLOP/s for the model's dtype (2 bytes: bf16/fp16 tensor cores; 4: fp32)."""
+        peak = self.bf16_flops if dtype_bytes == 2 else self.fp32_flops
+        return peak * self.flops_efficiency
+
+    @property
+    def byte_rate(self) -> float:
+        return self.bandwidth * self.bandwidth_efficiency
+
+    @property
+    def weight_byte_rate(self) -> float:
+        return self.weight_rate or self.byte_rate
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+H100 = DeviceProfile("h100", memory_bytes=79.6e9, bf16_flops=989e12, fp32_flops=67e12, bandwidth=3.35e12)
+H200 = DeviceProfile("h200", memory_bytes=140.4e9, bf16_flops=989e12, fp32_flops=67e12, bandwidth=4.8e12)
+GPU_PROFILES = {"h100": H100, "h200": H200}
+PROFILE_NAMES = ("h100", "h200", "cpu")
+
+def probe_cpu(seconds: float = 0.4) -> DeviceProfile:
+    """Measure this machine with torch's current thread count: fp32 GEMM FLOP/s (1024^3 products), the bandwidth of
+    streaming a 64 MB weight through F.linear with 8 rows (a decode step's access pattern), and one small op's cost.
+    Each figure is the best of repeated runs for about `seconds`."""
+    import os
+
+    import torch
+    import torch.nn.functional as F
+
+    def best(fn, budget: float) -> float:
+        # The median, not the minimum: the benchmarks it is checked against report medians of whole runs, which
+        # a shared machine's load slows as much as it slows these.
+        import statistics
+        fn()
+        times, t_end = [], time.perf_counter() + budget
+        while True:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+            if time.perf_counter() > t_end and len(times) >= 3:
+                return statistics.median(times)
+
+    with torch.inference_mode():
+        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+        gemm = 2 * 1024 ** 3 / best(lambda: torch.mm(a, b), seconds)
+        w, x = torch.randn(16384, 1024), torch.randn(8, 1024)          # 64 MB of weight, 8 rows
+        stream = w.numel() * 4 / best(lambda: F.linear(x, w), seconds)
+        y = torch.empty_like(w)
+        copy = 2 * w.numel() * 4 / best(lambda: y.copy_(w), seconds / 2)   # read + write
+        s, t = torch.randn(8, 64), torch.randn(8, 64)
+        op = best(lambda: [torch.add(s, t) for _ in range(200)], seconds / 2) / 200
+        lin = torch.nn.Linear(64, 64)
+        op = best(lambda: [lin(s) for _ in range(200)], seconds / 2) / 200
+    host_step, host_seq, hook_seq = probe_engine_host()
+    cache = _l2_bytes()
+    mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    # Efficiencies are 1: the probe measured what these ops reach here, not a datasheet peak. bf16 on this CPU has
+    # no fast GEMM path: a quarter of fp32's rate stands in (the CPU runs float32 models).
+    return DeviceProfile("cpu", memory_bytes=float(mem), bf16_flops=gemm / 4, fp32_flops=gemm, bandwidth=copy,
+                         weight_rate=stream, cache_bytes=cache,
+                         flops_efficiency=1.0, bandwidth_efficiency=1.0, launch_s=op, host_step_s=host_step,
+                         host_seq_s=host_seq, hook_seq_s=hook_seq, interconnect=0.0, context_bytes=0.0,
+                         measured=True)
+
+
+def _l2_bytes() -> float:
+    """This CPU's per-core L2 cache from sysfs (1 MB when it cannot be read)."""
+    import glob
+    for d in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*"):
+        try:
+            with open(f"{d}/level") as f:
+                level = f.read().strip()
+            with open(f"{d}/size") as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        if level == "2" and size.endswith("K"):
+            return float(size[:-1]) * 1024
+    return 1024.0 ** 2
+
+
+def probe_engine_host(prompts: int = 16, new_tokens: int = 48) -> tuple[float, float, float]:
+    """The engine's own Python on this machine: (per step, per scheduled sequence, the meta-prover hook per trace),
+    from the embedded tiny model (mrt:assets/tiny_model) generating with the model's forward (runner.run) timed
+    apart and left out. Mean host seconds a step with `prompts` and with prompts / 4 sequences give the per-step and
+    per-sequence figures (two equations); the same with the meta-prover's hook gives the hook's per-trace cost.
+    After one untimed warm-up call; about a second on an idle machine."""
+    import statistics
+
+    import torch
+
+    from ..config import load_config
+    from ..episodes import make_segmenter
+    from ..meta_prover import MetaProver
+    from ..models import CausalLM
+    from ..models.tokenizer import load_tokenizer
+    from ..rollout import Engine, SamplingParams
+    from ..tasks import arithmetic
+
+    cfg = load_config(None, [])
+    path = resolve_path(cfg.model.path)
+    model = CausalLM.from_pretrained(path, dtype=torch.float32, device="cpu")
+    tok = load_tokenizer(path)
+    prompt_ids = [tok(p.text)["input_ids"] for p in arithmetic.generate_problems(prompts, seed=0)]
+    term = tok(cfg.meta_prover.termination_text, add_special_tokens=False)["input_ids"]
+    eng = Engine(model, tok, block_size=cfg.rollout.block_size, num_blocks=2048)
+    orig_run, orig_step, cur, rows = eng.runner.run, eng.step, {}, []
+
+    def run(batch):
+        t0 = time.perf_counter()
+        out = orig_run(batch)
+        cur["fwd"] = time.perf_counter() - t0
+        return out
+
+    def step(hook, stats):
+        t0 = time.perf_counter()
+        out = orig_step(hook, stats)
+        rows.append(time.perf_counter() - t0 - cur["fwd"])
+        return out
+
+    eng.runner.run, eng.step = run, step
+    params = SamplingParams(temperature=1.0, max_tokens=new_tokens, stop_token_ids=[], seed=0)
+
+    def host_per_step(n: int, with_hook: bool) -> float:
+        hook = MetaProver.from_config(cfg.meta_prover, make_segmenter(cfg.episodes), tok, termination_ids=term,
+                                      max_tokens=new_tokens, prompt_branches=False) if with_hook else None
+        rows.clear()
+        eng.reset_prefix_cache()
+        eng.generate(prompt_ids[:n], params, hook=hook)
+        return statistics.median(rows[1:])        # the first step holds the prompts' prefill
+
+    host_per_step(prompts, True)                   # warm-up
+    few = max(1, prompts // 4)
+    big, small, big_hook = host_per_step(prompts, False), host_per_step(few, False), host_per_step(prompts, True)
+    seq_s = max(big - small, 0.0) / (prompts - few)
+    step_s = max(small - few * seq_s, 0.0)
+    return step_s, seq_s, max(big_hook - big, 0.0) / prompts
+
+
+def get_profile(name: str, *, cpu_probe_seconds: float = 0.4) -> DeviceProfile:
+    """h100 | h200 | cpu (measured now); anything else raises ConfigError naming --gpu."""
+    if name in GPU_PROFILES:
+        return GPU_PROFILES[name]
+    if name == "cpu":
+        return probe_cpu(cpu_probe_seconds)
+    raise ConfigError(f"--gpu: must be one of {list(PROFILE_NAMES)}, got {name!r}")
+
+
+def with_rates(profile: DeviceProfile, **kw) -> DeviceProfile:
+    """A copy with some figures replaced (tests, a user's own measurements)."""
+    return replace(profile, **kw)
