@@ -20,13 +20,18 @@ Sharing, all through the block manager's reference counts:
   Their results come back on the parent's CompletionOutput.branches, each with its ForkRequest's tag as given (the
   engine never reads a tag: what it means is the hook's business).
 Stops: a token in `stop_token_ids` (None: the model's EOS ids; [] disables), a stop string in the decoded output
-("stop"); `max_tokens` output tokens or the model's context length ("length").
+("stop"); `max_tokens` output tokens, the model's context length or the whole KV cache ("length").
+Bad requests fail alone: a prompt that is empty, has a token id outside the vocabulary or is too long for the context
+or for the whole KV cache gets no samples and its RequestOutput.error says why; a fork at a position outside its
+parent's tokens (or whose prefix + continuation is such a prompt) gets a BranchOutput with finish_reason "error" and
+its error; every other request of the call runs as if the bad one was not there.
 Text: only stop strings and an output's `.text` (decoded on first access) need the tokenizer; `from_pretrained`
 loads it lazily, so a folder without tokenizer files serves token-id prompts and raises only when text is needed.
 """
 from __future__ import annotations
 
 import functools
+import numbers
 import os
 from typing import Callable
 
@@ -113,7 +118,9 @@ class Engine:
         """Generate every prompt's `params.n` samples (and the hook's branches) -> their outputs and this call's
         counters."""
         params = self._check_requests(prompts, params)
-        groups = [self._add_request(i, prompt, sp) for i, (prompt, sp) in enumerate(zip(prompts, params))]
+        errors = [self._prompt_error(p, f"prompt {i}") for i, p in enumerate(prompts)]
+        groups = [self._add_request(i, prompt, sp) if err is None else []
+                  for i, (prompt, sp, err) in enumerate(zip(prompts, params, errors))]
         stats = GenerationStats()
         bar = None
         if use_tqdm:
@@ -125,8 +132,8 @@ class Engine:
                 bar.update(sum(1 for s in finished if not s.is_branch))
         if bar is not None:
             bar.close()
-        outputs = [RequestOutput(list(prompt), [self._completion(s) for s in group])
-                   for prompt, group in zip(prompts, groups)]
+        outputs = [RequestOutput(list(prompt), [self._completion(s) for s in group], error=err)
+                   for prompt, group, err in zip(prompts, groups, errors)]
         return Generation(outputs, stats)
 
     def step(self, hook: Hook | None, stats: GenerationStats) -> list[Sequence]:
@@ -235,10 +242,15 @@ class Engine:
         join it when it is computed and draw their first token from the same logits (as the n samples of a prompt
         do), so the continuation is computed once."""
         position = len(parent) if req.position is None else req.position
-        if not 1 <= position <= len(parent):
-            raise ValueError(f"fork position {position} outside 1..{len(parent)} (the parent's tokens)")
-        tokens = parent.token_ids[:position] + list(req.continuation_token_ids)
-        self._check_prompt(tokens, "a branch (prefix + continuation)")
+        if not (isinstance(position, numbers.Integral) and 1 <= position <= len(parent)):
+            error = f"fork position {position} outside 1..{len(parent)} (the parent's tokens)"
+        else:
+            tokens = parent.token_ids[:position] + list(req.continuation_token_ids)
+            error = self._prompt_error(tokens, "a branch (prefix + continuation)")
+        if error is not None:         # this fork fails alone: an output saying why, nothing scheduled
+            parent.branches.append(_FailedBranch(BranchOrigin(parent, position, list(req.continuation_token_ids),
+                                                              req.tag), req.params, error))
+            return
         # Share what is computed, but leave the last token uncomputed: its logits give the first branch token.
         shared = min(position, parent.num_computed_tokens, len(tokens) - 1)
         origin = BranchOrigin(parent, position, list(req.continuation_token_ids), req.tag)
@@ -252,13 +264,12 @@ class Engine:
     # ---- helpers ------------------------------------------------------------------------------------------------
     def _check_requests(self, prompts: list[list[int]],
                         params: SamplingParams | list[SamplingParams]) -> list[SamplingParams]:
-        """One SamplingParams per prompt; raises before any work on a bad prompt or a missing tokenizer."""
+        """One SamplingParams per prompt; raises before any work on a missing tokenizer (a bad prompt fails alone:
+        `_prompt_error`)."""
         if isinstance(params, SamplingParams):
             params = [params] * len(prompts)
         if len(params) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
-        for i, p in enumerate(prompts):
-            self._check_prompt(p, f"prompt {i}")
         if any(sp.stop_strings for sp in params):
             self._require_tokenizer("stop strings")      # fail before any work, not at the first sampled token
         return params
@@ -270,16 +281,42 @@ class Engine:
         self.scheduler.add(group[0])
         return group
 
-    def _check_prompt(self, tokens: list[int], what: str) -> None:
+    @property
+    def max_seq_len(self) -> int:
+        """The longest sequence the engine can hold: max_model_len, or the whole KV cache if that is smaller."""
+        bm = self.block_manager
+        return min(self.max_model_len, bm.num_blocks * bm.block_size)
+
+    def _prompt_error(self, tokens, what: str) -> str | None:
+        """Why tokens cannot start a sequence (empty, ids outside the vocabulary, no room for one output token in
+        the context or in the whole KV cache), or None."""
+        try:
+            tokens = list(tokens)
+        except TypeError:
+            return f"{what} is not a list of token ids ({type(tokens).__name__})"
         if len(tokens) == 0:
-            raise ValueError(f"{what} is empty")
-        if len(tokens) >= self.max_model_len:
-            raise ValueError(f"{what} has {len(tokens)} tokens; the engine's max_model_len (at most the model's "
-                             f"context) is {self.max_model_len} tokens, so at most {self.max_model_len - 1} leave "
-                             "room to generate")
+            return f"{what} is empty"
+        if not all(isinstance(t, numbers.Integral) for t in tokens):
+            bad = next(t for t in tokens if not isinstance(t, numbers.Integral))
+            return f"{what} has a token id that is not an integer ({bad!r})"
         v = self.config.vocab_size
         if min(tokens) < 0 or max(tokens) >= v:
-            raise ValueError(f"{what} has token ids outside [0, {v})")
+            bad = next(t for t in tokens if not 0 <= t < v)
+            return f"{what} has token id {bad}, outside the vocabulary [0, {v})"
+        if len(tokens) >= self.max_model_len:
+            return (f"{what} has {len(tokens)} tokens; the engine's max_model_len (at most the model's context) is "
+                    f"{self.max_model_len} tokens, so at most {self.max_model_len - 1} leave room to generate")
+        bm = self.block_manager
+        if len(tokens) >= bm.num_blocks * bm.block_size:
+            return (f"{what} has {len(tokens)} tokens; the whole KV cache holds {bm.num_blocks} blocks of "
+                    f"{bm.block_size} = {bm.num_blocks * bm.block_size} tokens, so at most "
+                    f"{bm.num_blocks * bm.block_size - 1} leave room to generate (raise num_blocks)")
+        return None
+
+    def _check_prompt(self, tokens: list[int], what: str) -> None:
+        error = self._prompt_error(tokens, what)
+        if error is not None:
+            raise ValueError(error)
 
     def _count_computed(self, seq: Sequence, n: int, stats: GenerationStats) -> None:
         """Split the n tokens computed for seq into first-time prompt tokens, recomputed ones and decode tokens; on
@@ -310,7 +347,7 @@ class Engine:
             tail = self._decode(out[tail_start:], "stop strings")
             if any(s in tail for s in sp.stop_strings):
                 return "stop"
-        if seq.num_output_tokens >= sp.max_tokens or len(seq) >= self.max_model_len:
+        if seq.num_output_tokens >= sp.max_tokens or len(seq) >= self.max_seq_len:
             return "length"
         return None
 
@@ -328,10 +365,19 @@ class Engine:
     def _completion(self, seq: Sequence) -> CompletionOutput:
         """seq's output, its log-probs as one float32 tensor (made here, once: the sequence keeps floats per step)."""
         branches = [BranchOutput(b.branch.tag, b.branch.position, b.branch.continuation_token_ids,
-                                 b.output_token_ids, _logprobs(b), b.finish_reason, self._lazy_text(b))
+                                 b.output_token_ids, _logprobs(b), b.finish_reason, self._lazy_text(b),
+                                 error=getattr(b, "error", None))
                     for b in seq.branches]
         return CompletionOutput(seq.sample_index, seq.output_token_ids, _logprobs(seq), seq.finish_reason,
                                 seq.num_cached_tokens, branches, self._lazy_text(seq))
+
+
+class _FailedBranch:
+    """A fork that could not start (Engine._fork): it keeps its place among its parent's branches, with no tokens."""
+
+    def __init__(self, origin: BranchOrigin, params: SamplingParams, error: str):
+        self.branch, self.params, self.error = origin, params, error
+        self.output_token_ids, self.logprobs, self.finish_reason = [], [], "error"
 
 
 def _logprobs(seq: Sequence) -> torch.Tensor:

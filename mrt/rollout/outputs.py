@@ -4,6 +4,9 @@ CompletionOutputs each, their branches) and its counters (GenerationStats, see `
 Log-probs are 1-D float32 tensors, one per sampled token, made once when generation ends: what the trainer packs.
 `text` is decoded on first access (and kept): generating from token ids needs no tokenizer, so an engine without
 one returns outputs whose ids are complete and whose `.text` raises, saying why.
+A request the engine cannot run (an empty or too long prompt, a token id outside the vocabulary) has no outputs and
+its `error` says why; a fork that cannot start (a position past its parent's end) is a BranchOutput with no tokens,
+finish_reason "error" and its `error`. The other requests of the call are not affected.
 """
 from __future__ import annotations
 
@@ -37,8 +40,9 @@ class BranchOutput:
     continuation_token_ids: list[int]
     token_ids: list[int]               # the branch's sampled tokens (after the continuation)
     logprobs: torch.Tensor             # (len(token_ids),) float32, as CompletionOutput.logprobs
-    finish_reason: str
+    finish_reason: str                 # as CompletionOutput's, or "error" for a fork that could not start
     text_: _Text = field(default_factory=_Text, repr=False)
+    error: str | None = None           # why the fork could not start (finish_reason "error"), else None
 
     @property
     def text(self) -> str:
@@ -63,7 +67,8 @@ class CompletionOutput:
 @dataclass
 class RequestOutput:
     prompt_token_ids: list[int]
-    outputs: list[CompletionOutput]
+    outputs: list[CompletionOutput]    # empty when the request failed
+    error: str | None = None           # why the request could not run (it failed alone), else None
 
 
 @dataclass
