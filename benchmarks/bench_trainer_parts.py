@@ -19,8 +19,8 @@ from mrt.episodes import markers_segmenter  # noqa: E402
 from mrt.loss import policy_loss  # noqa: E402
 from mrt.rewards import math_reward  # noqa: E402
 
-QWEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tokenizers",
-                    "Qwen2.5-Math-1.5B")   # the shared data beside the repository
+QWEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "tokenizers",
+                    "Qwen2.5-Math-1.5B")   # the real tokenizer's files, in the repository (tests/fixtures/README.md)
 MARKERS = ["Wait", "But wait", "Alternatively", "Is there another way to think about this?",
            "But let me double-check", "But hold on"]
 

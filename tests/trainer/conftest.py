@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from .real_models import QWEN_TOKENIZER_DIR as QWEN_TOKENIZER, ROOT, SHARED_DATA, import_script  # noqa: F401
+from .real_models import QWEN_TOKENIZER_DIR as QWEN_TOKENIZER, ROOT, FIXTURES, import_script  # noqa: F401
 
 TINY_MODEL = os.path.join(ROOT, "mrt", "assets", "tiny_model")
 
@@ -15,7 +15,6 @@ def tiny_tokenizer():
 
 @pytest.fixture(scope="session")
 def qwen_tokenizer():
-    if not os.path.isdir(QWEN_TOKENIZER):
-        pytest.skip(f"{QWEN_TOKENIZER} not present")
+    """The real Qwen2.5-Math-1.5B tokenizer (vocab.json + merges.txt in tests/fixtures)."""
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(QWEN_TOKENIZER)

@@ -1,18 +1,17 @@
-"""Real-shaped fixtures: a small random-weight Qwen2 with the real Qwen2.5-Math tokenizer, and the shared data files.
+"""Real-shaped fixtures: a small random-weight Qwen2 with the real Qwen2.5-Math tokenizer, and real data rows.
 
-The shared data lives beside the repository (`../shared/data`, see its README); tests that need it skip with the
-reason when it is absent.
+The files live in the repository under tests/fixtures/ (their sources, licences and cuts: tests/fixtures/README.md),
+so a plain clone runs every test that reads them.
 """
 from __future__ import annotations
 
 import json
 import os
 
-import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
-QWEN_TOKENIZER_DIR = os.path.join(SHARED_DATA, "tokenizers", "Qwen2.5-Math-1.5B")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+QWEN_TOKENIZER_DIR = os.path.join(FIXTURES, "tokenizers", "Qwen2.5-Math-1.5B")
 
 
 def import_script(name: str):
@@ -26,10 +25,11 @@ def import_script(name: str):
         sys.path.pop(0)
 
 
-def shared_file(*parts: str) -> str:
-    path = os.path.join(SHARED_DATA, *parts)
+def fixture_file(*parts: str) -> str:
+    """The path of tests/fixtures/<parts>; a missing file is an error of the checkout, not a reason to skip."""
+    path = os.path.join(FIXTURES, *parts)
     if not os.path.exists(path):
-        pytest.skip(f"{os.path.normpath(path)} is absent (the shared data folder beside the repository)")
+        raise FileNotFoundError(f"{path}: a test fixture is missing from the checkout (see tests/fixtures/README.md)")
     return path
 
 
@@ -39,7 +39,7 @@ def make_random_qwen2(out_dir: str, *, hidden: int = 32, layers: int = 2, seed: 
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    tok_dir = shared_file("tokenizers", "Qwen2.5-Math-1.5B")
+    tok_dir = fixture_file("tokenizers", "Qwen2.5-Math-1.5B")
     with open(os.path.join(tok_dir, "config.json")) as f:
         real = json.load(f)
     tok = AutoTokenizer.from_pretrained(tok_dir)

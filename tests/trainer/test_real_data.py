@@ -18,7 +18,7 @@ import torch
 from mrt.config import load_config
 from mrt.rollout.sequence import Sequence
 
-from .real_models import ROOT, random_qwen2_folder, shared_file
+from .real_models import ROOT, fixture_file, random_qwen2_folder
 
 R1_PRESET = os.path.join(ROOT, "configs", "r1_distill_qwen_1p5b_mrt.yaml")
 TRACE = ("<think>\nLet me add the parts.\n\nWait, check the sum.\n\nAlternatively, count again.\n\nSo it is "
@@ -78,8 +78,8 @@ def _rows(src: str, n: int, out) -> str:
 def test_r1_preset_trains_and_evaluates_on_real_shaped_inputs(tmp_path_factory, tmp_path, script):
     from mrt.trainer import Trainer
     model = random_qwen2_folder(tmp_path_factory)
-    train = _rows(shared_file("train_math.jsonl"), 6, tmp_path / "train.jsonl")
-    aime = shared_file("aime24.jsonl")
+    train = _rows(fixture_file("train_math.jsonl"), 6, tmp_path / "train.jsonl")
+    aime = fixture_file("aime24.jsonl")
     cfg = load_config(R1_PRESET, [
         "--model.path", model, "--model.dtype", "float32", "--model.gradient_checkpointing", "false",
         "--data.path", train, "--eval.path", aime, "--eval.held_out", "2", "--eval.samples", "1",

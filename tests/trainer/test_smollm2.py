@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from .real_models import ROOT, import_script, shared_file
+from .real_models import ROOT, fixture_file, import_script
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def test_engine_greedy_equals_transformers(smollm2):
 
 def test_train_py_runs_the_r1_preset_on_math_rows(smollm2, tmp_path):
     rows = tmp_path / "math.jsonl"
-    with open(shared_file("train_math.jsonl")) as f:     # the two shortest of the first 64 rows: short prompts
+    with open(fixture_file("train_math.jsonl")) as f:     # the two shortest of the first 64 rows: short prompts
         lines = sorted((next(f) for _ in range(64)), key=lambda line: len(json.loads(line)["problem"]))
     rows.write_text("".join(lines[:2]))
     out = tmp_path / "run"

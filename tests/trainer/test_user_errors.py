@@ -13,7 +13,7 @@ import pytest
 from mrt.errors import run_cli
 from mrt.trainer import main
 
-from .real_models import ROOT, random_qwen2_folder, shared_file
+from .real_models import ROOT, fixture_file, random_qwen2_folder
 
 TINY = os.path.join(ROOT, "mrt", "assets", "tiny_model")
 R1_PRESET = os.path.join(ROOT, "configs", "r1_distill_qwen_1p5b_mrt.yaml")
@@ -62,7 +62,7 @@ def qwen2_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def math_rows(tmp_path_factory):
     """The first rows of the MATH training file (their prompts run to 100+ tokens with the Qwen tokenizer)."""
-    src = shared_file("train_math.jsonl")
+    src = fixture_file("train_math.jsonl")
     path = tmp_path_factory.mktemp("data") / "math.jsonl"
     with open(src) as f:
         path.write_text("".join(next(f) for _ in range(8)))
@@ -131,14 +131,14 @@ def test_tokenizer_that_cannot_load(tmp_path, capsys):
         shutil.copy(os.path.join(TINY, name), model / name)
     _in_process(["--model.path", str(model), *FAST], capsys, "model.path", "tokenizer", "cannot be loaded")
     # A folder with a tokenizer config but no vocabulary: transformers returns a tokenizer of a few special tokens.
-    r1 = shared_file("model_configs", "DeepSeek-R1-Distill-Qwen-1.5B", "tokenizer_config.json")
+    r1 = fixture_file("model_configs", "DeepSeek-R1-Distill-Qwen-1.5B", "tokenizer_config.json")
     shutil.copy(r1, model / "tokenizer_config.json")
     _in_process(["--model.path", str(model), *FAST], capsys, "model.path", "cannot encode text")
 
 
 def test_tokenizer_of_another_model(tmp_path, capsys):
     """The Qwen tokenizer's ids run past the tiny model's 100-odd rows: a mismatch, caught before training."""
-    tok = shared_file("tokenizers", "Qwen2.5-Math-1.5B")
+    tok = fixture_file("tokenizers", "Qwen2.5-Math-1.5B")
     _in_process(["--model.tokenizer_path", tok, *FAST], capsys, "model.tokenizer_path", "do not match")
 
 
