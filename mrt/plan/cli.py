@@ -30,6 +30,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--workload", default=None, help="measured traces (JSON, see mrt/plan/workload.py)")
     ap.add_argument("--coarsen", type=int, default=None, help="decode tokens per simulated step")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cuda-graphs", choices=["auto", "on", "off"], default="auto",
+                    help="price decode steps as CUDA graph replays (auto: when the engine has them)")
     ap.add_argument("--gpu-check", action="store_true", help="predict benchmarks/gpu_check.sh's rows")
     return ap
 
@@ -44,7 +46,8 @@ def main(argv: list[str]) -> dict:
     from .planner import make_plan
     from .report import format_plan
     plan = make_plan(args.config, overrides, gpu=args.gpu, gpus=args.gpus, metrics=args.metrics,
-                     workload=args.workload, coarsen=args.coarsen, seed=args.seed)
+                     workload=args.workload, coarsen=args.coarsen, seed=args.seed,
+                     cuda_graphs={"auto": None, "on": True, "off": False}[args.cuda_graphs])
     print(json.dumps(plan, indent=1) if args.json else format_plan(plan))
     return plan
 

@@ -60,7 +60,8 @@ class _ForkAll(SimEngine):
 
 
 def _seconds(cls, shape, profile, workload, *, num_blocks, prefix_caching=True, meta=None, max_new=1, **attrs):
-    runner = PricingRunner(shape, profile, hook=False)
+    from .step import engine_has_cuda_graphs
+    runner = PricingRunner(shape, profile, hook=False, cuda_graphs=engine_has_cuda_graphs())
     eng = cls(runner, num_blocks=num_blocks, block_size=16, max_num_seqs=256, max_num_batched_tokens=8192,
               enable_prefix_caching=prefix_caching, max_model_len=shape.context)
     for k, v in attrs.items():

@@ -13,14 +13,15 @@ from ..config import ConfigError
 from .memory import plan_memory
 from .profiles import DeviceProfile, get_profile
 from .shape import load_shape
-from .step import VARIANTS, auto_coarsen, plan_step
+from .step import VARIANTS, auto_coarsen, engine_has_cuda_graphs, plan_step
 from .twin import config_pair
 from .workload import TraceDistribution, load_workload
 
 
 def make_plan(config: str | None, overrides: list[str], *, gpu: str = "h100", gpus: int | None = None,
               metrics: str | None = None, workload: str | None = None, coarsen: int | None = None, seed: int = 0,
-              variants: tuple[str, ...] = VARIANTS, profile: DeviceProfile | None = None) -> dict:
+              variants: tuple[str, ...] = VARIANTS, profile: DeviceProfile | None = None,
+              cuda_graphs: bool | None = None) -> dict:
     if gpus is None:
         gpus = 1 if gpu == "cpu" else 8
     if gpus < 1:
@@ -42,11 +43,13 @@ def make_plan(config: str | None, overrides: list[str], *, gpu: str = "h100", gp
     mean_prompt = wl.summary()["mean_prompt"]
     mem = plan_memory(mrt_cfg, shape, profile, gpus, mean_prompt)
     k = coarsen or auto_coarsen(mrt_cfg.rollout.max_new_tokens)
-    plans = {"grpo": plan_step(grpo_cfg, shape, profile, wl, mem, gpus, meta=False, coarsen=k, seed=seed)}
+    graphs = (engine_has_cuda_graphs() if cuda_graphs is None else cuda_graphs) and profile.name != "cpu"
+    plans = {"grpo": plan_step(grpo_cfg, shape, profile, wl, mem, gpus, meta=False, coarsen=k, seed=seed,
+                               cuda_graphs=graphs)}
     names = {"default": "mrt", "no_prefix_sharing": "mrt_no_prefix_sharing", "cascade": "mrt_cascade"}
     for v in variants:
         plans[names[v]] = plan_step(mrt_cfg, shape, profile, wl, mem, gpus, meta=True, variant=v, coarsen=k,
-                                    seed=seed)
+                                    seed=seed, cuda_graphs=graphs)
     g = plans["grpo"].seconds
     ratios = {name: p.seconds / g for name, p in plans.items() if name != "grpo"}
     mrt = plans.get("mrt")
@@ -59,7 +62,9 @@ def make_plan(config: str | None, overrides: list[str], *, gpu: str = "h100", gp
         "max_concurrent_seqs": mem.max_concurrent_seqs,
         "memory": mem.to_dict(),
         "workload": {**wl.summary(), "prompts_per_rank": prompts, "group_size": mrt_cfg.rollout.group_size},
-        "simulation": {"coarsen": k, **{name: {"wall_seconds": p.rollout.sim_seconds, "forwards": p.rollout.forwards,
+        "simulation": {"coarsen": k, "cuda_graphs": graphs,
+                       **{name: {"wall_seconds": p.rollout.sim_seconds, "forwards": p.rollout.forwards,
+                                 "graph_forwards": p.rollout.graph_steps,
                                                "engine": p.rollout.stats} for name, p in plans.items()}},
         "step_seconds": {name: p.seconds_by_part() for name, p in plans.items()},
         "parts": {name: {k2: part.to_dict() for k2, part in p.parts.items()} for name, p in plans.items()},

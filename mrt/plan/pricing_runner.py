@@ -11,6 +11,10 @@ returns (the batch rows to sample, with an empty logits tensor) while adding the
   inside meta_prefill / meta_decode and reported apart; with `cascade=True` a fork group's decode reads that prefix
   once per step for all its branches (a shared-prefix decode attention), the rest of each branch's context alone.
 
+CUDA graphs (`cuda_graphs=True`, GPU profiles; mrt/rollout/cuda_graphs.py): a step where every sequence has exactly
+one new token replays a captured graph, GRAPH_STEP_LAUNCHES launches instead of a forward's; any prefill (a prompt,
+a fork's continuation, a recompute) makes the step eager.
+
 Coarsened steps (`coarsen` k > 1; see mrt/plan/sim_engine.py): a sequence then arrives with up to k decode tokens
 sampled at once; they are priced as k consecutive decode steps (sub-step j has the rows of every sequence with more
 than j decode tokens, and streams the weights again), so the FLOPs, weight and K/V bytes, launches and host
@@ -26,16 +30,21 @@ from .costs import (Part, attention_op, head_op, launches_per_forward, linear_op
 from .profiles import DeviceProfile
 from .shape import ModelShape
 
+# A graph-replayed decode step: one graph launch, the sampler's ops and the input copies stay outside the graph.
+GRAPH_STEP_LAUNCHES = 16
 ROLLOUT_PARTS = ("rollout_prefill", "rollout_decode", "meta_prefill", "meta_decode", "recompute")
 
 
 class PricingRunner:
-    def __init__(self, shape: ModelShape, profile: DeviceProfile, *, cascade: bool = False, hook: bool = False):
+    def __init__(self, shape: ModelShape, profile: DeviceProfile, *, cascade: bool = False, hook: bool = False,
+                 cuda_graphs: bool = False):
         self.shape = shape
         self.profile = profile
         self.cascade = cascade
         self.hook = hook                 # the meta-prover's hook sees every trace that sampled (host time)
         self.on_gpu = profile.name != "cpu"
+        self.cuda_graphs = cuda_graphs and self.on_gpu
+        self.graph_steps = 0
         self.parts = {k: Part() for k in ROLLOUT_PARTS}
         self.prefix_kv_reads = 0.0       # keys of parents' prefixes read by branches (after any cascade saving)
         self.cascade_saved_reads = 0.0
@@ -49,6 +58,7 @@ class PricingRunner:
     def run(self, batch) -> tuple[torch.Tensor, list[int]]:
         pre_rows, pre_sampled = defaultdict(float), defaultdict(float)
         decodes: list[tuple[str, int]] = []
+        self._dec = []                   # decode tokens of each scheduled sequence, in batch order
         pairs, reads = defaultdict(float), defaultdict(float)
         groups: dict[int, tuple[int, list[int]]] = {}
         which = []
@@ -57,6 +67,7 @@ class PricingRunner:
             start = max(c, P, seq.max_computed)
             d = max(0, c + n - start)
             p = n - d
+            self._dec.append(d)
             branch = seq.branch
             ready = c + n == len(seq)
             if ready:
@@ -97,8 +108,15 @@ class PricingRunner:
         for kind in pairs:
             attn_s[kind] = attention_op(self.parts[kind], shape, prof, pairs[kind], reads[kind])
         attn_per_step = sum(attn_s.values()) / steps
-        launch = launches_per_forward(shape) * prof.launch_s
+        eager = launches_per_forward(shape) * prof.launch_s
+        graph = GRAPH_STEP_LAUNCHES * prof.launch_s
+        # With CUDA graphs only pure decode steps replay a graph. A coarsened step's prefills would have fallen on
+        # separate engine steps, spread over its k: the first min(k, prefilling sequences) sub-steps run eagerly.
+        prefilling = sum(1 for n, d in zip(batch.num_tokens, self._dec) if n > d)
+        eager_steps = min(steps, prefilling) if self.cuda_graphs else steps
         for j in range(steps):
+            launch = eager if j < eager_steps else graph
+            self.graph_steps += j >= eager_steps
             rows, sampled = defaultdict(float), defaultdict(float)
             if j == 0:
                 for k, v in pre_rows.items():

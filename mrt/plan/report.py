@@ -43,9 +43,11 @@ def format_plan(p: dict) -> str:
                   f"{wl['max_completion']}, {wl['mean_boundaries']:.2f} boundaries a trace, termination text "
                   f"{wl['termination_tokens']} tokens, answers {wl['answer_tokens']:.0f} tokens"]
     sim = p["simulation"]
-    lines.append(f"simulated with the engine's scheduler, {sim['coarsen']} decode token(s) per simulated step; "
-                 + ", ".join(f"{k} {v['wall_seconds']:.1f} s ({v['engine']['preemptions']} preemptions)"
-                             for k, v in sim.items() if k != "coarsen"))
+    lines.append(f"simulated with the engine's scheduler, {sim['coarsen']} decode token(s) per simulated step, "
+                 f"decode {'in CUDA graphs' if sim['cuda_graphs'] else 'eager'}; "
+                 + ", ".join(f"{k} {v['wall_seconds']:.1f} s ({v['engine']['preemptions']} preemptions, "
+                             f"{v['graph_forwards']}/{v['forwards']} forwards in graphs)"
+                             for k, v in sim.items() if isinstance(v, dict)))
     names = list(p["step_seconds"])
     lines += ["", "step seconds by part (one rank):",
               f"  {'part':<26}" + "".join(f"{n:>24}" for n in names)]

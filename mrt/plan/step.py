@@ -50,6 +50,7 @@ class RolloutPlan:
     forwards: int
     sim_seconds: float
     coarsen: int
+    graph_steps: int = 0
 
     @property
     def seconds(self) -> float:
@@ -78,6 +79,12 @@ class StepPlan:
         return out
 
 
+def engine_has_cuda_graphs() -> bool:
+    """Whether this checkout's engine replays decode steps as CUDA graphs on a GPU (mrt/rollout/cuda_graphs.py)."""
+    import importlib.util
+    return importlib.util.find_spec("mrt.rollout.cuda_graphs") is not None
+
+
 def auto_coarsen(max_new_tokens: int) -> int:
     """Decode tokens per simulated step: 1 up to 1k-token traces, then one per 1k tokens of budget, at most 16 (a
     paper-shape rank, 24k-token traces, then runs ~1.5k scheduler steps: seconds here)."""
@@ -99,9 +106,11 @@ def blocks_needed(cfg, workload: Workload, meta: bool) -> int:
 
 
 def simulate_rollout(cfg, shape: ModelShape, profile: DeviceProfile, workload: Workload, mem: MemoryPlan, *,
-                     meta: bool, variant: str = "default", coarsen: int = 1, seed: int = 0) -> RolloutPlan:
+                     meta: bool, variant: str = "default", coarsen: int = 1, seed: int = 0,
+                     cuda_graphs: bool | None = None) -> RolloutPlan:
     r = cfg.rollout
-    runner = PricingRunner(shape, profile, cascade=variant == "cascade", hook=meta)
+    graphs = engine_has_cuda_graphs() if cuda_graphs is None else cuda_graphs
+    runner = PricingRunner(shape, profile, cascade=variant == "cascade", hook=meta, cuda_graphs=graphs)
     eng = SimEngine(runner, num_blocks=min(mem.kv_blocks, blocks_needed(cfg, workload, meta)), block_size=r.block_size, max_num_seqs=r.max_num_seqs,
                     max_num_batched_tokens=r.max_num_batched_tokens, enable_prefix_caching=r.enable_prefix_caching,
                     max_model_len=shape.context, coarsen=coarsen, share_forks=variant != "no_prefix_sharing",
@@ -110,7 +119,7 @@ def simulate_rollout(cfg, shape: ModelShape, profile: DeviceProfile, workload: W
     stats = eng.simulate(workload, max_new_tokens=r.max_new_tokens, meta=cfg.meta_prover if meta else None)
     kvb = shape.kv_bytes_per_token
     return RolloutPlan(runner.parts, stats.as_dict(), runner.prefix_kv_reads * kvb, runner.cascade_saved_reads * kvb,
-                       runner.forwards, time.perf_counter() - t0, coarsen)
+                       runner.forwards, time.perf_counter() - t0, coarsen, runner.graph_steps)
 
 
 def price_update(cfg, shape: ModelShape, profile: DeviceProfile, workload: Workload, mem: MemoryPlan,
@@ -161,9 +170,10 @@ def price_update(cfg, shape: ModelShape, profile: DeviceProfile, workload: Workl
 
 
 def plan_step(cfg, shape: ModelShape, profile: DeviceProfile, workload: Workload, mem: MemoryPlan, gpus: int, *,
-              meta: bool, variant: str = "default", coarsen: int = 1, seed: int = 0) -> StepPlan:
+              meta: bool, variant: str = "default", coarsen: int = 1, seed: int = 0,
+              cuda_graphs: bool | None = None) -> StepPlan:
     rollout = simulate_rollout(cfg, shape, profile, workload, mem, meta=meta, variant=variant, coarsen=coarsen,
-                               seed=seed)
+                               seed=seed, cuda_graphs=cuda_graphs)
     return StepPlan(rollout, price_update(cfg, shape, profile, workload, mem, gpus))
 
 

@@ -91,3 +91,14 @@ def test_one_sequence_priced_by_hand(small_model_dir):
     total = sum(p.seconds for p in runner.parts.values())
     assert runner.forwards == 2
     assert total == pytest.approx(b / 1e6)
+
+
+def test_cuda_graphs_replay_only_pure_decode_steps(small_model_dir):
+    cfg, shape, wl, mem = _setup(small_model_dir)
+    eager = _sim(cfg, shape, wl, mem, meta=True, cuda_graphs=False)
+    graphs = _sim(cfg, shape, wl, mem, meta=True, cuda_graphs=True)
+    assert eager.graph_steps == 0 < graphs.graph_steps < graphs.forwards
+    assert graphs.parts["rollout_decode"].flops == eager.parts["rollout_decode"].flops
+    assert graphs.parts["rollout_decode"].launch_s < eager.parts["rollout_decode"].launch_s
+    # every step that prefills (prompts, fork continuations) stays eager: at least one per fork leader
+    assert graphs.forwards - graphs.graph_steps >= 1 + 5
