@@ -25,7 +25,7 @@ SIZES = {"cpu": [dict(B=4096, L=2000, K=16)], "gpu": [dict(B=4096, L=2000, K=16)
 
 def progress_advantages_loop(token_offsets, episode_offsets, episode_ends, J, J_prompt, rewards, group_ids, *,
                              alpha=1.0, mode="dense", scale_by_std=True, eps=1e-6) -> ProgressAdvantages:
-    """MRT.md read literally, one trace and one episode at a time, in Python floats (float64)."""
+    """docs/algorithm.md read literally, one trace and one episode at a time, in Python floats (float64)."""
     to, eo, ends = token_offsets.tolist(), episode_offsets.tolist(), episode_ends.tolist()
     j, jp, r, gid = J.tolist(), J_prompt.tolist(), rewards.tolist(), group_ids.tolist()
     B = len(r)

@@ -2,8 +2,8 @@
 and PNG plots at the end (`plot_metrics`: reward raw and smoothed, held-out accuracy over steps, mean progress by
 episode index, cumulative and normalised regret).
 
-Every step's record holds MRT.md step 5's metrics: reward, accuracy, progress/episode_<j> (mean progress of the
-j-th episode), regret, length, entropy, clip_fraction, kl, tokens_per_s, time/rollout and time/update,
+Every step's record holds the step metrics of docs/algorithm.md: reward, accuracy, progress/episode_<j> (mean
+progress of the j-th episode), regret, length, entropy, clip_fraction, kl, tokens_per_s, time/rollout and time/update,
 prefix_cache_hit_rate; plus loss, lr, grad_norm and the other loss statistics. Evaluation records carry
 "eval/..." keys and `"kind": "eval"`.
 """

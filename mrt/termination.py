@@ -1,7 +1,7 @@
 """Termination texts of the meta-prover: one definition per model family, shared by training and evaluation.
 
-The meta-prover is the policy fed `context + termination text` and sampled for a short answer (MRT.md). Training
-(`meta_prover.termination_text`) and evaluation (`python -m mrt.eval --termination-text`) both take either a name
+The meta-prover is the policy fed `context + termination text` and sampled for a short answer (docs/algorithm.md).
+Training (`meta_prover.termination_text`) and evaluation (`python -m mrt.eval --termination-text`) both take a name
 from `TERMINATION_TEXTS` or a literal text; a name resolves to the same string in both, so training J and eval J /
 regret measure the same meta-prover.
 

@@ -1,5 +1,5 @@
-"""The training loop (MRT.md, "One training step"), for `rl.algo: mrt` and its GRPO baseline (`rl.algo: grpo`: the same
-code with the progress bonus off, and no meta-prover unless `meta_prover.enabled`).
+"""The training loop (docs/algorithm.md, "One training step"), for `rl.algo: mrt` and its GRPO baseline (`rl.algo:
+grpo`: the same code with the progress bonus off, and no meta-prover unless `meta_prover.enabled`).
 
 One step:
 1. this rank's share of B prompts (a seeded permutation, so every rank and a resumed run agree), G traces each, by
@@ -394,7 +394,8 @@ class Trainer:
         return max(self.dist.all_gather_objects(most))
 
     def _normalised_regret(self, batch: RolloutBatch) -> list[float]:
-        """MRT.md's normalised regret of each trace at the run's budget C0 = prompt + max_new_tokens + answer tokens.
+        """Normalised regret (docs/algorithm.md) of each trace at the run's budget C0 = prompt + max_new_tokens +
+        answer tokens.
 
         The J-vs-tokens curve: J at each boundary b (x = prompt + b + the meta-prover's termination text and answer
         budget), then the trace's own outcome at its end. Unlike the cumulative regret (a sum over episodes, which

@@ -1,4 +1,5 @@
-"""Progress advantages: episode-level meta-prover success J -> token-level advantages of a packed batch (MRT.md).
+"""Progress advantages (docs/algorithm.md): episode-level meta-prover success J -> token-level advantages of a packed
+batch.
 
 A packed batch holds B traces (E episodes, T completion tokens in all). Trace b owns tokens
 token_offsets[b]:token_offsets[b+1] and episodes episode_offsets[b]:episode_offsets[b+1]; episode e of b ends (exclusive)

@@ -13,8 +13,8 @@ step) is answered by a fresh generation from the cut prefix + termination text, 
 (the prefix comes from the cache); the count of such fallbacks is reported.
 
 The J-vs-tokens curve of one trace (what `BudgetTrace.curve`, the normalised regret and the plots read):
-- a forced point for each budget b the trace ran past: x = prompt + b + its branches' mean answer tokens (MRT.md:
-  tokens counted as prompt + prefix + answer), y = J_b;
+- a forced point for each budget b the trace ran past: x = prompt + b + its branches' mean answer tokens
+  (docs/algorithm.md: tokens counted as prompt + prefix + answer), y = J_b;
 - then its own answer, if it stopped by itself within the largest budget: x = max(prompt + length, the x of every
   forced point), y = its own 0/1 outcome. Past a trace's end J is its own outcome: the model finished thinking and
   its answer stands. The own point goes after every forced point even where a forced answer at a budget just before

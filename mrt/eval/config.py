@@ -133,7 +133,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m mrt.eval", description="Accuracy at token budgets, maj@k, normalised "
-                "regret and extrapolation of one or more models (MRT.md).")
+                "regret and extrapolation of one or more models (docs/algorithm.md).")
     p.add_argument("--config", help="YAML file with any of the settings below (the command line overrides it)")
     p.add_argument("--model", dest="models", action="append", help="model folder, or NAME=DIR; repeat for several")
     p.add_argument("--data", action="append", help="JSONL/JSON file, or arithmetic[:N]; repeat for several")

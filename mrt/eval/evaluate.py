@@ -3,8 +3,8 @@
 1. n traces per problem, generated once up to the largest budget, with meta-prover forks at every curve point
    (the budgets plus a grid every `curve_every` tokens) -> pass@1 and maj@k of the traces' own answers, mean tokens,
    accuracy at each budget, the J-vs-tokens curve of each trace.
-2. Normalised regret at each budget C0 (mean over traces of each trace's regret, MRT.md), and regret per episode with
-   fixed-chunk episodes of `curve_every` tokens (the grid points inside each trace).
+2. Normalised regret at each budget C0 (mean over traces of each trace's regret, docs/algorithm.md), and regret per
+   episode with fixed-chunk episodes of `curve_every` tokens (the grid points inside each trace).
 3. Optionally, extrapolation: rounds of forced further thinking with accuracy every few rounds.
 """
 from __future__ import annotations
@@ -149,8 +149,8 @@ def _budget_metrics(traces, points: list[int], cfg: EvalConfig) -> dict[str, Any
     """Budget forcing: accuracy and normalised regret at the budgets, the J-vs-tokens curves, regret per episode."""
     all_traces = [t for row in traces for t in row]
     col = {p: j for j, p in enumerate(points)}
-    # C0 counts the prompt too, as the curve's x does (MRT.md): C0 = prompt + budget. Each trace's curve is defined
-    # in mrt.eval.budget_forcing (past its end, J is its own outcome).
+    # C0 counts the prompt too, as the curve's x does (docs/algorithm.md): C0 = prompt + budget. Each trace's curve
+    # is defined in mrt.eval.budget_forcing (past its end, J is its own outcome).
     regret_at = [metrics.mean([metrics.normalised_regret(*t.curve(), t.num_prompt_tokens + b,
                                                          interpolation=cfg.regret_interpolation) for t in all_traces])
                  for b in cfg.budgets]

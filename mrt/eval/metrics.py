@@ -1,4 +1,4 @@
-"""Accuracy and regret metrics of an evaluation, as MRT.md defines them; pure Python, no model needed.
+"""Accuracy and regret metrics of an evaluation, as docs/algorithm.md defines them; pure Python, no model needed.
 
 - pass@1 over n samples: the mean 0/1 reward; pass@k by the unbiased estimator 1 - C(n-c, k) / C(n, k).
 - maj@k: majority vote over k samples' extracted answers (ties go to the answer seen first); the vote is correct when
@@ -8,8 +8,8 @@
   against an oracle that always succeeds. The curve has one point per measurement (tokens, J), tokens counted as
   prompt + prefix + mean answer tokens. Choices, all stated here:
     * before the first point J is 0 (no answer exists with fewer tokens than the shortest measured context);
-    * between points the curve is linear (the trapezoid rule, MRT.md's default) or a step holding the previous J
-      (`interpolation="step"`);
+    * between points the curve is linear (the trapezoid rule, docs/algorithm.md's default) or a step holding the
+      previous J (`interpolation="step"`);
     * after the last point J stays at its last value (the trace has ended; its answer stands);
     * the area is cut at C0, interpolating the curve there.
 - Cumulative regret over k episodes: `sum_j (1 - J_j)`; regret per episode is that divided by k.
@@ -130,7 +130,7 @@ def normalised_regret(tokens: Sequence[float], J: Sequence[float], budget: float
 
 
 def cumulative_regret(J: Sequence[float]) -> float:
-    """sum_j (1 - J_j) over the episodes of one trace (MRT.md's regret against an always-right oracle)."""
+    """sum_j (1 - J_j) over the episodes of one trace (docs/algorithm.md's regret against an always-right oracle)."""
     return float(sum(1.0 - j for j in J))
 
 

@@ -1,7 +1,8 @@
 """fused_linear_logprobs: every backend against the float64 reference, forward, entropy and both gradients.
 
-Tolerance (STYLE.md): a backend's max error against float64 may be at most twice the error of eager PyTorch run in
-the input dtype (`log_softmax((h @ W.T).float() / T)`, the matmul in that dtype) plus a small floor of fp32 rounding.
+Tolerance (docs/testing.md): a backend's max error against float64 may be at most twice the error of eager PyTorch
+run in the input dtype (`log_softmax((h @ W.T).float() / T)`, the matmul in that dtype) plus a small floor of fp32
+rounding.
 """
 import importlib
 

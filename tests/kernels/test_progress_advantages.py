@@ -20,8 +20,8 @@ FIELDS = ("advantages", "progress", "regret")
 
 
 def _bench_module():
-    """benchmarks/bench_advantages.py: its plain Python loop (MRT.md read literally, a second oracle for the
-    reference) and its batch of the benchmark's shape."""
+    """benchmarks/bench_advantages.py: its plain Python loop (docs/algorithm.md read literally, a second oracle for
+    the reference) and its batch of the benchmark's shape."""
     path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_advantages.py"
     spec = importlib.util.spec_from_file_location("bench_advantages", path)
     module = importlib.util.module_from_spec(spec)

@@ -1,4 +1,4 @@
-"""The paper presets against MRT.md: J_-1 estimated, one termination text per family shared with evaluation."""
+"""The paper presets against docs/algorithm.md: J_-1 estimated, one termination text per family shared with evaluation."""
 import os
 
 import pytest

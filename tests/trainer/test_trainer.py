@@ -1,4 +1,5 @@
-"""A few steps of the trainer on the tiny model: every mode, advantages as MRT.md says, packing, the meta-prover."""
+"""A few steps of the trainer on the tiny model: every mode, advantages as docs/algorithm.md says, packing, the
+meta-prover."""
 from __future__ import annotations
 
 import math

@@ -34,7 +34,7 @@ def group_norm(xs: list[float], scale: bool, eps: float) -> list[float]:
 
 
 def expected_advantages(batch, mode: str, alpha: float, scale: bool = True, eps: float = 1e-6) -> list[float]:
-    """MRT.md's advantages of every completion token, by Python loops over traces and episodes (the definition)."""
+    """The advantages of docs/algorithm.md for every completion token, by Python loops over traces and episodes."""
     traces = batch.traces
     groups: dict[int, list[int]] = {}
     for b, t in enumerate(traces):
