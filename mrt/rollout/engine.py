@@ -52,11 +52,13 @@ class Engine:
     def __init__(self, model, tokenizer=None, *, block_size: int = 16, num_blocks: int | None = None,
                  max_num_seqs: int = 256, max_num_batched_tokens: int = 8192, enable_prefix_caching: bool = True,
                  memory_fraction: float | None = None, max_model_len: int | None = None,
-                 grow_kv_cache: bool | None = None):
+                 grow_kv_cache: bool | None = None, cuda_graphs: bool | None = None):
         """max_model_len: the longest sequence (prompt + output, a branch's prefix + continuation + answer) of the
         run, at most the model's context (the default); sequences stop there ("length"), and the KV cache is sized
         from max_num_seqs of them when num_blocks is None (see `_blocks_from_memory`).
-        grow_kv_cache: allocate the KV cache on demand, up to num_blocks (None: on the CPU only)."""
+        grow_kv_cache: allocate the KV cache on demand, up to num_blocks (None: on the CPU only).
+        cuda_graphs: decode steps on static buffers, replayed as CUDA graphs per batch-size bucket (None: on where
+        the model is on CUDA; True elsewhere runs the same buffers eagerly, as the tests do; see cuda_graphs.py)."""
         self.model = model
         self.tokenizer = tokenizer
         self.config = model.config
@@ -70,7 +72,9 @@ class Engine:
         self.scheduler = Scheduler(self.block_manager, max_num_seqs=max_num_seqs,
                                    max_num_batched_tokens=max_num_batched_tokens)
         grow = model.device.type == "cpu" if grow_kv_cache is None else grow_kv_cache
-        self.runner = ModelRunner(model, num_blocks, block_size, grow=grow)
+        graphs = model.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self.runner = ModelRunner(model, num_blocks, block_size, grow=grow, cuda_graphs=graphs,
+                                  max_num_seqs=max_num_seqs, max_model_len=self.max_model_len)
         self.sampler_buffers = SamplerBuffers()      # the sampler's (B, V) temporaries, reused step after step
 
     @classmethod
