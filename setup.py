@@ -52,8 +52,11 @@ def _extension():
     archs = os.environ.get("MRT_CUDA_ARCHS", "80;90")
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", " ".join(f"{a[0]}.{a[1:]}" for a in archs.replace(",", ";").split(";")))
     nvcc_flags = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+    # The toolkit's own headers first: the pip runtime's cuda_runtime.h includes crt/ headers that only the
+    # toolkit (nvcc's) has; the pip folders after it only fill in what the toolkit lacks.
+    includes = [os.path.join(CUDA_HOME, "include")] + _cuda_library_includes()
     return CUDAExtension("mrt_kernels._C", cpu_sources + _sources("*_cuda.cpp") + _sources("*.cu"),
-                         define_macros=[("MRT_WITH_CUDA", "1")], include_dirs=_cuda_library_includes(),
+                         define_macros=[("MRT_WITH_CUDA", "1")], include_dirs=includes,
                          extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags}, extra_link_args=["-fopenmp"])
 
 

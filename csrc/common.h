@@ -20,15 +20,15 @@
 #if defined(__CUDACC__) || defined(MRT_WITH_CUDA)
 #include <cuda_runtime.h>
 
-// kv_cache.cu. Strides and lengths in bytes; returns the launch error (cudaSuccess if none).
+// kv_cache_kernels.cu. Strides and lengths in bytes; returns the launch error (cudaSuccess if none).
 cudaError_t mrt_store_kv_cuda(const void* key, const void* value, void* k_cache, void* v_cache,
                               const int64_t* slot_mapping, int64_t n_tokens, int64_t heads, int64_t row_bytes,
                               int64_t ks0, int64_t ks1, int64_t vs0, int64_t vs1, cudaStream_t stream);
 cudaError_t mrt_copy_blocks_cuda(void* cache, const int64_t* src, const int64_t* dst, int64_t pairs, int64_t planes,
                                  int64_t block_bytes, int64_t num_blocks, cudaStream_t stream);
 
-// progress_advantages.cu: the three kernels on `stream`. scratch: 2 * B doubles (x, then base). Returns the first
-// launch error.
+// progress_advantages_kernels.cu: the three kernels on `stream`. scratch: 2 * B doubles (x, then base). Returns the
+// first launch error.
 cudaError_t progress_advantages_cuda_launch(const int64_t* token_offsets, const int64_t* episode_offsets,
                                             const int64_t* episode_ends, const double* J, const double* J_prompt,
                                             const double* rewards, const int64_t* order,

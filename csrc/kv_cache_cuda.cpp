@@ -1,4 +1,4 @@
-// Torch glue of the CUDA KV-cache ops (kernels in kv_cache.cu; schemas and CPU kernels in kv_cache.cpp).
+// Torch glue of the CUDA KV-cache ops (kernels in kv_cache_kernels.cu; schemas and CPU kernels in kv_cache.cpp).
 // Shapes, dtypes and ranges are checked by the Python launcher; the checks here (torch_checks.h, shared with the CPU
 // kernels) guard memory safety only. The launchers' prototypes are in common.h.
 #include <torch/extension.h>

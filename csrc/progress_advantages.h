@@ -1,6 +1,6 @@
 // progress_advantages: the arithmetic that the C++ CPU kernel (progress_advantages.cpp) and the CUDA kernels
-// (progress_advantages.cu) share, so both compute the same doubles in the same order. Plain C++ (no torch, no CUDA
-// runtime; MRT_HOST_DEVICE from common.h), so nvcc compiles the .cu alone. The op is defined by
+// (progress_advantages_kernels.cu) share, so both compute the same doubles in the same order. Plain C++ (no torch, no
+// CUDA runtime; MRT_HOST_DEVICE from common.h), so nvcc compiles the .cu alone. The op is defined by
 // progress_advantages_ref in mrt_kernels/progress_advantages.py.
 #pragma once
 

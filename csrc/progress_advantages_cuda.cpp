@@ -1,5 +1,5 @@
-// progress_advantages: torch glue of the CUDA kernels in csrc/progress_advantages.cu (checks, device guard, current
-// stream, outputs, dispatcher registration). The schema is in csrc/progress_advantages.cpp; the Python launcher
+// progress_advantages: torch glue of the CUDA kernels in csrc/progress_advantages_kernels.cu (checks, device guard,
+// current stream, outputs, dispatcher registration). The schema is in csrc/progress_advantages.cpp; the Python launcher
 // validates values and prepares the inputs (see there).
 #include <torch/extension.h>
 #include <torch/library.h>

@@ -6,7 +6,7 @@ tensor kv_cache (num_layers, 2, num_blocks, block_size, Hkv, D); copy_blocks wor
 copies a block in every layer, K and V (the copy-on-write of a shared, partly filled block when a branch forks).
 
 Both ops write in place, move bits without arithmetic (so every backend must match the reference exactly) and have no
-gradient (generation only): there is no autograd.Function. Backends: "cuda" (csrc/kv_cache.cu, glue in
+gradient (generation only): there is no autograd.Function. Backends: "cuda" (csrc/kv_cache_kernels.cu, glue in
 csrc/kv_cache_cuda.cpp), "triton" (_kv_cache_triton.py), "cpp" (csrc/kv_cache.cpp), "reference".
 """
 from __future__ import annotations

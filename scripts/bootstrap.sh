@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${MRT_VENV:-.venv}"
+# torch takes CUDA_HOME from the folder of the nvcc on PATH; where that nvcc is a wrapper script (/usr/local/bin/nvcc
+# on these machines) that folder holds no CUDA headers or libraries: name the toolkit itself.
+if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 py="$venv/bin/python"
 "$py" -m pip install -q --upgrade pip setuptools wheel

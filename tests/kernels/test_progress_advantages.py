@@ -1,7 +1,7 @@
 """progress_advantages: every backend on this machine against the float64 reference, the reference against a literal
 per-episode Python loop and a hand-worked batch, odd shapes, every bad input the launcher must reject, the CUDA
-kernels' logic run on the CPU (host emulation of csrc/progress_advantages.cu), and on a GPU the real CUDA and Triton
-kernels (marked gpu)."""
+kernels' logic run on the CPU (host emulation of csrc/progress_advantages_kernels.cu), and on a GPU the real CUDA and
+Triton kernels (marked gpu)."""
 from __future__ import annotations
 
 import importlib.util
@@ -266,8 +266,8 @@ def test_gpu_matches_reference(seed, backend, mode, scale_by_std):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The CUDA kernels on the CPU: csrc/progress_advantages.cu compiled as host C++ with every thread of every block run
-# in turn (its kernels use no shared memory and no barriers, so a serial run computes what the GPU computes).
+# The CUDA kernels on the CPU: csrc/progress_advantages_kernels.cu compiled as host C++ with every thread of every
+# block run in turn (its kernels use no shared memory and no barriers, so a serial run computes what the GPU computes).
 # ----------------------------------------------------------------------------------------------------------------
 _EMULATION_PRELUDE = r"""
 #include <cmath>
@@ -308,7 +308,7 @@ def emulated_cuda(tmp_path_factory):
     if shutil.which("g++") is None:
         pytest.skip("no g++ to compile the host emulation")
     csrc = pathlib.Path(__file__).resolve().parents[2] / "csrc"
-    src = (csrc / "progress_advantages.cu").read_text()
+    src = (csrc / "progress_advantages_kernels.cu").read_text()
     src = src.replace("#include <cuda_runtime.h>", "")
 
     def launch(m):  # name<<<grid, block, 0, stream>>>( -> emulate(name, grid, block,
