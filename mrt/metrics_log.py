@@ -40,9 +40,11 @@ class MetricsLogger:
                     if rec.get("step", 0) <= initial_step:
                         kept.append(rec)
         self.records = kept
-        with open(self.path, "w") as f:
+        # Rewritten aside and renamed over: a process killed here leaves the old file whole, never a cut one.
+        with open(self.path + ".tmp", "w") as f:
             for rec in kept:
                 f.write(json.dumps(rec) + "\n")
+        os.replace(self.path + ".tmp", self.path)
         self._file = open(self.path, "a")
         if progress_bar:
             from tqdm import tqdm
