@@ -70,6 +70,10 @@ def make_plan(config: str | None, overrides: list[str], *, gpu: str = "h100", gp
         "parts": {name: {k2: part.to_dict() for k2, part in p.parts.items()} for name, p in plans.items()},
         "mrt_over_grpo": ratios.get("mrt"),
         "mrt_over_grpo_by_variant": ratios,
+        # The meta-prover hook's host time (Python per trace and step, inside the rollout parts' launch seconds),
+        # and MRT / GRPO were it free (an incremental hook that copies nothing and detokenises in batches).
+        "meta_prover_hook_seconds": None if mrt is None else mrt.rollout.hook_seconds,
+        "mrt_over_grpo_without_hook_host": None if mrt is None else (mrt.seconds - mrt.rollout.hook_seconds) / g,
         "meta_prefix_kv": None if mrt is None else {
             "bytes": mrt.rollout.prefix_kv_bytes, "seconds_at_bandwidth": prefix_s,
             "fraction_of_mrt_step": prefix_s / mrt.seconds,

@@ -11,6 +11,11 @@ returns (the batch rows to sample, with an empty logits tensor) while adding the
   inside meta_prefill / meta_decode and reported apart; with `cascade=True` a fork group's decode reads that prefix
   once per step for all its branches (a shared-prefix decode attention), the rest of each branch's context alone.
 
+Host time of the meta-prover's hook (`hook=True`): `hook_seq_s` per trace that sampled, plus `hook_len_s` per token
+of its sequence: the engine builds each trace's `SequenceView` from copies of its prompt and output lists every step
+(mrt.rollout.engine `_call_hook`), O(length) per step and O(length^2) over a trace, which at 24k-token traces is
+seconds of Python per rank.
+
 CUDA graphs (`cuda_graphs=True`, GPU profiles; mrt/rollout/cuda_graphs.py): a step where every sequence has exactly
 one new token replays a captured graph, GRAPH_STEP_LAUNCHES launches instead of a forward's; any prefill (a prompt,
 a fork's continuation, a recompute) makes the step eager.
@@ -45,6 +50,7 @@ class PricingRunner:
         self.on_gpu = profile.name != "cpu"
         self.cuda_graphs = cuda_graphs and self.on_gpu
         self.graph_steps = 0
+        self.hook_seconds = 0.0          # the meta-prover hook's host time (inside the parts' launch seconds)
         self.parts = {k: Part() for k in ROLLOUT_PARTS}
         self.prefix_kv_reads = 0.0       # keys of parents' prefixes read by branches (after any cascade saving)
         self.cascade_saved_reads = 0.0
@@ -59,6 +65,7 @@ class PricingRunner:
         pre_rows, pre_sampled = defaultdict(float), defaultdict(float)
         decodes: list[tuple[str, int]] = []
         self._dec = []                   # decode tokens of each scheduled sequence, in batch order
+        hook_len = 0                     # tokens the hook's views copy (prompt + output of each trace it sees)
         pairs, reads = defaultdict(float), defaultdict(float)
         groups: dict[int, tuple[int, list[int]]] = {}
         which = []
@@ -72,6 +79,8 @@ class PricingRunner:
             ready = c + n == len(seq)
             if ready:
                 which.append(i)
+                if branch is None:
+                    hook_len += max(d, 1) * len(seq)
             if p:
                 rec = max(0, min(c + p, seq.max_computed) - c)
                 kind = "recompute" if rec * 2 > p else ("meta_prefill" if branch else "rollout_prefill")
@@ -98,10 +107,10 @@ class PricingRunner:
             reads["meta_decode"] -= saved
             self.prefix_kv_reads -= saved
             self.cascade_saved_reads += saved
-        self._price(batch, pre_rows, pre_sampled, decodes, pairs, reads)
+        self._price(batch, pre_rows, pre_sampled, decodes, pairs, reads, hook_len if self.hook else 0)
         return torch.empty((len(which), 0)), which
 
-    def _price(self, batch, pre_rows, pre_sampled, decodes, pairs, reads) -> None:
+    def _price(self, batch, pre_rows, pre_sampled, decodes, pairs, reads, hook_len) -> None:
         shape, prof = self.shape, self.profile
         steps = max([d for _, d in decodes], default=0) or 1
         attn_s = {}
@@ -137,7 +146,9 @@ class PricingRunner:
             for kind, s in sampled.items():
                 if s:
                     device += head_op(self.parts[kind], shape, prof, s, weight_share=s / total_sampled)
-            host = prof.host_step_s + prof.host_seq_s * num_seqs + prof.hook_seq_s * hooked
+            hook_s = prof.hook_seq_s * hooked + prof.hook_len_s * hook_len / steps
+            self.hook_seconds += hook_s
+            host = prof.host_step_s + prof.host_seq_s * num_seqs + hook_s
             overhead = (max(0.0, launch - device) if self.on_gpu else launch) + host
             for kind, r in rows.items():
                 self.parts[kind].launch_s += overhead * r / total_rows

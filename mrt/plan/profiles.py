@@ -3,10 +3,13 @@
 A price is a roofline: an op takes max(FLOPs / flop_rate, bytes / bandwidth), plus the host's cost of launching its
 kernels. The rates are the datasheet's peaks times an efficiency that well-tuned kernels reach on them (dense bf16
 GEMMs reach ~60-70% of the tensor-core peak on Hopper at large sizes; streaming kernels ~80% of HBM bandwidth);
-`launch_s` is the host's cost per kernel of an eager PyTorch forward (no CUDA graphs: the engine has none yet),
-`host_step_s` / `host_seq_s` the engine's own Python per step and per scheduled sequence (scheduler, inputs,
-sampler, stop checks, hook), which does not overlap the device work because each step ends by reading the sampled
-tokens back.
+`launch_s` is the host's cost per kernel of an eager PyTorch forward (a step replayed as a CUDA graph pays a handful,
+mrt/plan/pricing_runner.py), `host_step_s` / `host_seq_s` the engine's own Python per step and per scheduled
+sequence (scheduler, inputs, sampler, stop checks), `hook_seq_s` the meta-prover's hook per trace per step (online
+segmentation detokenises each new token); none of it overlaps the device work, because each step ends by reading the
+sampled tokens back. The GPU profiles' host figures are estimates for a server core (this machine's probe measures
+about 0.2 ms, 10 us and 15-35 us at one thread on the tiny model's word-level tokenizer; a 151k-entry BPE
+detokenises slower, hence 40 us).
 
 H100 SXM5: 989 TFLOP/s dense bf16, 67 TFLOP/s fp32 (no TF32: torch's matmul default), 3.35 TB/s HBM3, 80 GB.
 H200 SXM: the same chip with 4.8 TB/s HBM3e and 141 GB. NVLink 4: 450 GB/s each way per GPU (collectives reach about
@@ -38,6 +41,7 @@ class DeviceProfile:
     host_step_s: float = 1.0e-3      # engine Python per step
     host_seq_s: float = 12e-6        # engine Python per scheduled sequence per step
     hook_seq_s: float = 40e-6        # the meta-prover hook per trace per step (online segmentation, detokenising)
+    hook_len_s: float = 3e-9         # ... and per token of the trace: the engine copies its lists into the view
     weight_rate: float = 0.0         # bytes/s of a product streaming its weight with few rows (0: byte_rate)
     cache_bytes: float = 0.0         # activations smaller than this stay in cache: their traffic costs no bandwidth
     interconnect: float = 3.4e11     # bytes/s a collective moves per GPU (0: none)
@@ -95,11 +99,12 @@ def probe_cpu(seconds: float = 0.4) -> DeviceProfile:
         stream = w.numel() * 4 / best(lambda: F.linear(x, w), seconds)
         y = torch.empty_like(w)
         copy = 2 * w.numel() * 4 / best(lambda: y.copy_(w), seconds / 2)   # read + write
-        s, t = torch.randn(8, 64), torch.randn(8, 64)
-        op = best(lambda: [torch.add(s, t) for _ in range(200)], seconds / 2) / 200
+        s = torch.randn(8, 64)
         lin = torch.nn.Linear(64, 64)
         op = best(lambda: [lin(s) for _ in range(200)], seconds / 2) / 200
     host_step, host_seq, hook_seq = probe_engine_host()
+    tokens = list(range(16384))
+    per_token = best(lambda: (tokens[:100], tokens[100:]), seconds / 4) / len(tokens)
     cache = _l2_bytes()
     mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     # Efficiencies are 1: the probe measured what these ops reach here, not a datasheet peak. bf16 on this CPU has
@@ -107,7 +112,8 @@ def probe_cpu(seconds: float = 0.4) -> DeviceProfile:
     return DeviceProfile("cpu", memory_bytes=float(mem), bf16_flops=gemm / 4, fp32_flops=gemm, bandwidth=copy,
                          weight_rate=stream, cache_bytes=cache,
                          flops_efficiency=1.0, bandwidth_efficiency=1.0, launch_s=op, host_step_s=host_step,
-                         host_seq_s=host_seq, hook_seq_s=hook_seq, interconnect=0.0, context_bytes=0.0,
+                         host_seq_s=host_seq, hook_seq_s=hook_seq, hook_len_s=per_token, interconnect=0.0,
+                         context_bytes=0.0,
                          measured=True)
 
 

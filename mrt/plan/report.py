@@ -66,6 +66,10 @@ def format_plan(p: dict) -> str:
     for part, d in p["parts"].get("mrt", p["parts"]["grpo"]).items():
         if d["seconds"] > 0:
             lines.append(f"  {part:<26}{_si(d['flops']):>10}FLOP {_si(d['bytes']):>10}B  bound: {d['bound']}")
+    if p.get("meta_prover_hook_seconds") is not None:
+        lines.append(f"meta-prover hook on the host (online segmentation, per-step views): "
+                     f"{p['meta_prover_hook_seconds']:.2f} s of the MRT step; MRT / GRPO without it: "
+                     f"{p['mrt_over_grpo_without_hook_host']:.3f}")
     mp = p.get("meta_prefix_kv")
     if mp:
         lines.append(f"meta-prover prefix K/V reads: {_si(mp['bytes'])}B, {mp['seconds_at_bandwidth']:.2f} s at "

@@ -51,6 +51,7 @@ class RolloutPlan:
     sim_seconds: float
     coarsen: int
     graph_steps: int = 0
+    hook_seconds: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -119,7 +120,7 @@ def simulate_rollout(cfg, shape: ModelShape, profile: DeviceProfile, workload: W
     stats = eng.simulate(workload, max_new_tokens=r.max_new_tokens, meta=cfg.meta_prover if meta else None)
     kvb = shape.kv_bytes_per_token
     return RolloutPlan(runner.parts, stats.as_dict(), runner.prefix_kv_reads * kvb, runner.cascade_saved_reads * kvb,
-                       runner.forwards, time.perf_counter() - t0, coarsen, runner.graph_steps)
+                       runner.forwards, time.perf_counter() - t0, coarsen, runner.graph_steps, runner.hook_seconds)
 
 
 def price_update(cfg, shape: ModelShape, profile: DeviceProfile, workload: Workload, mem: MemoryPlan,
