@@ -101,12 +101,15 @@ class BudgetHook:
 def generate_with_budgets(engine, prompts: list[list[int]], trace_params, budgets: Sequence[int],
                           termination_ids: list[int], termination_text: str, meta_params,
                           reward: Callable[[str, int], float], *, stop_token_ids: Sequence[int] = (),
-                          use_tqdm: bool = False) -> tuple[list[Any], list[list[BudgetTrace]], dict]:
+                          use_tqdm: bool = False, extra_hooks: Sequence[Callable] = ()
+                          ) -> tuple[list[Any], list[list[BudgetTrace]], dict]:
     """Generate `trace_params.n` traces per prompt once, forking the meta-prover at every budget.
 
     trace_params: one SamplingParams, or one per prompt (give each prompt its own seed); max_tokens must be
     >= max(budgets). reward(text, request_index) -> 0/1 checks an answer of that
-    prompt. Returns the engine's outputs, BudgetTrace[request][sample], and stats (forks, fallbacks, and engine: the
+    prompt. extra_hooks: more generate hooks whose forks ride on the same traces (e.g. the meta-prover at episode
+    boundaries, mrt.eval.episode_forcing); their branches come back on the outputs beside the budget branches.
+    Returns the engine's outputs, BudgetTrace[request][sample], and stats (forks, fallbacks, and engine: the
     GenerationStats of its generate calls).
     """
     budgets = sorted(budgets)
@@ -114,7 +117,7 @@ def generate_with_budgets(engine, prompts: list[list[int]], trace_params, budget
     if shortest < budgets[-1]:
         raise ValueError(f"trace max_tokens ({shortest}) is below the largest budget ({budgets[-1]})")
     hook = BudgetHook(budgets, termination_ids, meta_params, stop_token_ids=stop_token_ids)
-    gen = engine.generate(prompts, trace_params, hook=hook, use_tqdm=use_tqdm)
+    gen = engine.generate(prompts, trace_params, hook=_chain(hook, *extra_hooks), use_tqdm=use_tqdm)
     outs, engine_stats = gen.outputs, gen.stats
 
     results, missing = _score_traces(outs, budgets, termination_text, reward)
@@ -125,6 +128,17 @@ def generate_with_budgets(engine, prompts: list[list[int]], trace_params, budget
         tr.place_own_answer()
     stats = {"forks": hook.num_forks, "fallbacks": len(missing), "engine": engine_stats}
     return outs, results, stats
+
+
+def _chain(*hooks):
+    """One generate hook that asks each hook in turn and forks everything they ask."""
+    if len(hooks) == 1:
+        return hooks[0]
+
+    def hook(view):
+        forks = [f for h in hooks for f in (h(view) or ())]
+        return forks or None
+    return hook
 
 
 def _score_traces(outs, budgets: list[int], termination_text: str, reward) -> tuple[list, list]:
@@ -144,7 +158,8 @@ def _score_trace(r: int, n_prompt: int, comp, budgets: list[int], termination_te
     """One trace's point at each budget: its own answer once it stopped, else its branches' (NaN: no branch)."""
     n_out = len(comp.token_ids)
     tr = BudgetTrace(r, comp.index, n_prompt, n_out, budgets)
-    scores = score_branches(comp.branches, termination_text, lambda text: reward(text, r))
+    scores = score_branches([b for b in comp.branches if b.tag.kind == "budget"], termination_text,
+                            lambda text: reward(text, r))
     own = reward(comp.text, r)
     for b in budgets:
         s = scores.get(BranchTag.budget(b))

@@ -51,6 +51,11 @@ class EvalConfig:
     eval_every: int = 1
     markers: list[str] = field(default_factory=lambda: list(EXTRAPOLATION_MARKERS))
     think_end: list[str] = field(default_factory=lambda: ["</think>"])
+    # Meta-prover forks at episode boundaries (mrt.eval.episode_forcing): the markers segmenter of training
+    # (mrt.episodes) with these markers; empty: off. episode_max caps the episodes a trace (None: no cap).
+    episode_markers: list[str] = field(default_factory=list)
+    episode_min_paragraphs: int = 1
+    episode_max: int | None = None
     # Engine.
     dtype: str = "float32"
     device: str = "cpu"
@@ -70,6 +75,12 @@ class EvalConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.extrapolation_rounds < 0:
             raise ValueError(f"extrapolation_rounds must be >= 0, got {self.extrapolation_rounds}")
+        if self.episode_min_paragraphs < 1:
+            raise ValueError(f"episode_min_paragraphs must be >= 1, got {self.episode_min_paragraphs}")
+        if self.episode_max is not None and self.episode_max < 1:
+            raise ValueError(f"episode_max must be >= 1 or unset, got {self.episode_max}")
+        if any(not isinstance(m, str) or not m.strip() for m in self.episode_markers):
+            raise ValueError(f"episode_markers must be non-empty strings, got {self.episode_markers!r}")
         if self.curve_every is not None and self.curve_every < 1:
             raise ValueError(f"curve_every must be >= 1, got {self.curve_every}")
         if self.limit is not None and self.limit < 1:
@@ -148,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
         elif isinstance(default, list):
             p.add_argument(flag, dest=f.name, default=None, help="comma-separated")
         else:
-            kind = int if f.name in ("limit", "curve_every") else (str if default is None else type(default))
+            kind = int if f.name in ("limit", "curve_every", "episode_max") else (str if default is None else type(default))
             p.add_argument(flag, dest=f.name, type=kind, default=None)
     return p
 
@@ -158,13 +169,13 @@ def _check_types(values: dict) -> None:
     defaults = EvalConfig()
     for k, v in values.items():
         d = getattr(defaults, k)
-        if v is None or k in ("models", "data", "markers", "think_end", "budgets"):
+        if v is None or k in ("models", "data", "markers", "think_end", "episode_markers", "budgets"):
             ok = v is None and d is None or isinstance(v, (list, str)) or k == "budgets" and isinstance(v, int)
-            if k in ("models", "data", "markers", "think_end") and isinstance(v, list):
+            if k in ("models", "data", "markers", "think_end", "episode_markers") and isinstance(v, list):
                 ok = all(isinstance(x, str) for x in v)
         elif isinstance(d, bool):
             ok = isinstance(v, bool)
-        elif isinstance(d, int) or k in ("limit", "curve_every"):
+        elif isinstance(d, int) or k in ("limit", "curve_every", "episode_max"):
             ok = isinstance(v, int) and not isinstance(v, bool)
         elif isinstance(d, float):
             ok = isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -200,7 +211,7 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     for k in ("models", "data"):
         if isinstance(values.get(k), str):
             values[k] = [values[k]]
-    for k in ("markers", "think_end"):
+    for k in ("markers", "think_end", "episode_markers"):
         if isinstance(values.get(k), str):
             values[k] = [s for s in values[k].split(",") if s]
     _check_types(values)

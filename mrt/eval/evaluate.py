@@ -6,6 +6,8 @@
 2. Normalised regret at each budget C0 (mean over traces of each trace's regret, docs/algorithm.md), and regret per
    episode with fixed-chunk episodes of `curve_every` tokens (the grid points inside each trace).
 3. Optionally, extrapolation: rounds of forced further thinking with accuracy every few rounds.
+4. Optionally (`episode_markers`), the meta-prover at episode boundaries on the same traces: accuracy when the answer
+   is forced after episode j, episodes a trace and the progress of each episode (mrt.eval.episode_forcing).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from mrt.seeds import derive_seed
 from . import metrics, stats
 from .budget_forcing import generate_with_budgets
 from .config import EvalConfig
+from .episode_forcing import episode_hook, episode_metrics, score_episode_traces
 from .extrapolation import extrapolate
 from .problems import EvalDataset, get_verifier
 
@@ -91,13 +94,18 @@ def evaluate_dataset(engine, tokenizer, dataset: EvalDataset, cfg: EvalConfig, *
     stop_ids = _stop_ids(engine, tokenizer)
     trace_params, meta_params = _sampling_params(cfg, len(prompts))
     points = curve_points(cfg)
+    episodes = episode_hook(cfg, tokenizer, termination_ids, max_tokens=cfg.max_budget, max_len=max_context,
+                            stop_token_ids=stop_ids, seed=derive_seed("eval-episode-meta-prover", cfg.seed))
     outs, traces, fork_stats = generate_with_budgets(engine, prompts, trace_params, points, termination_ids,
                                                      termination_text, meta_params, reward, stop_token_ids=stop_ids,
-                                                     use_tqdm=cfg.progress)
+                                                     use_tqdm=cfg.progress,
+                                                     extra_hooks=() if episodes is None else (episodes,))
     result = {"model": model_name, "dataset": dataset.name, "verifier": verifier.name, "num_problems": len(prompts),
               "samples": cfg.samples, **_own_answer_metrics(outs, prompts, reward, verifier, cfg),
               **_budget_metrics(traces, points, cfg),
               "forks": fork_stats["forks"], "fallbacks": fork_stats["fallbacks"]}
+    if episodes is not None:
+        result["episodes"] = episode_metrics(score_episode_traces(outs, traces, termination_text, reward), cfg)
     if cfg.extrapolation_rounds:
         curve = extrapolate(engine, tokenizer, prompts, reward, rounds=cfg.extrapolation_rounds,
                             round_tokens=cfg.round_tokens, eval_every=cfg.eval_every, markers=cfg.markers,

@@ -2,6 +2,8 @@
 
 One PNG per dataset with panels: accuracy at budgets (budget forcing), normalised regret at budgets, maj@k against
 total tokens (k * mean tokens), meta-prover J against tokens, and extrapolation accuracy when measured.
+`plot_accuracy_vs_tokens` draws the benchmarks' comparison over seeds: accuracy against the thinking budget, one
+band a method, the budgets past training shaded.
 
 The J panel draws, per model, one curve that rises in x: the mean over problems of J on a common token grid with its
 95% band (`curve_grid`, from `mrt.eval.stats.curve_band`). Results without a grid (older files) get their mean points
@@ -82,3 +84,36 @@ def plot_results(results: list[dict], out_dir: str | Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def plot_accuracy_vs_tokens(series: dict[str, tuple[list[float], list[float], list[float]]], train_budget: float,
+                            path: str | Path, *, title: str = "accuracy against thinking tokens") -> Path:
+    """One panel: per method, accuracy (budget forcing) against the thinking budget with its 95% band, the training
+    budget a vertical line and the budgets past it shaded (the extrapolation region).
+
+    series[method] = (budgets, mean accuracy, band half-width); a NaN half-width (one seed) draws no band."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    right = max(max(x) for x, _, _ in series.values())
+    ax.axvspan(train_budget, right, color="0.9", lw=0, label="past the training budget")
+    ax.axvline(train_budget, color="0.4", ls="--", lw=1)
+    ax.annotate(f"training budget {train_budget:g}", (train_budget, 0.02), xycoords=("data", "axes fraction"),
+                rotation=90, fontsize=8, color="0.3", ha="right", va="bottom")
+    for i, (name, (x, mean, half)) in enumerate(series.items()):
+        color = colors[i % len(colors)]
+        ax.plot(x, mean, color=color, lw=1.5, label=name)
+        if all(h == h for h in half):   # a mean of 0/1 accuracies: the band is clipped to [0, 1]
+            ax.fill_between(x, [max(m - h, 0.0) for m, h in zip(mean, half)],
+                            [min(m + h, 1.0) for m, h in zip(mean, half)], color=color, alpha=0.15, lw=0)
+    ax.set_xlim(0, right)
+    ax.set_xlabel("thinking budget (output tokens, budget forcing)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -37,6 +37,19 @@ def markdown_table(results: list[dict]) -> str:
             e = r["extrapolation"]
             cells = [f"{_fmt(a)} @ {t:.0f}" for a, t in zip(e["accuracy"], e["tokens"])]
             text += f"| {r['model']} | {r['dataset']} | " + " | ".join(cells) + " |\n"
+    eps = [r for r in results if r.get("episodes")]
+    if eps:
+        n = max(len(r["episodes"]["linearized_accuracy"]) for r in eps)
+        text += ("\nAnswer forced after episode j (accuracy %; past a trace's last episode its own outcome), episodes "
+                 "a trace, mean progress E_j - E_{j-1} of episode j (E_{-1} = 0):\n\n| model | dataset | episodes | "
+                 + " | ".join(f"after ep {j}" for j in range(n)) + " | "
+                 + " | ".join(f"progress ep {j}" for j in range(n)) + " |\n|" + "---|" * (3 + 2 * n) + "\n")
+        for r in eps:
+            e = r["episodes"]
+            acc = e["linearized_accuracy"] + [e["linearized_accuracy"][-1]] * (n - len(e["linearized_accuracy"]))
+            prog = [f"{p['mean']:+.3f} (n {p['n']})" for p in e["progress"]] + ["-"] * (n - len(e["progress"]))
+            text += (f"| {r['model']} | {r['dataset']} | {e['episodes_per_trace']:.2f} | "
+                     + " | ".join(_fmt(a) for a in acc) + " | " + " | ".join(prog) + " |\n")
     return text
 
 
