@@ -3,6 +3,7 @@ paired differences, the sample budget read back from a run folder, the reward fi
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _load(name):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as an import would: Python 3.12's dataclasses look the module up in sys.modules
+    # (string annotations), and find None otherwise.
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
 
