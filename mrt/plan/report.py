@@ -62,6 +62,7 @@ def format_plan(p: dict) -> str:
         lines.append(f"  {part:<26}" + "".join(cells))
     lines.append(f"  {'MRT / GRPO':<26}{'':>24}" + "".join(f"{p['mrt_over_grpo_by_variant'][n]:>20.3f}    "
                                                         for n in names[1:]))
+    lines.append("  (bound: com = compute, mem = memory, lau = kernel launches and the engine's host Python)")
     lines += ["", "FLOPs / bytes of MRT's parts (as configured):"]
     for part, d in p["parts"].get("mrt", p["parts"]["grpo"]).items():
         if d["seconds"] > 0:

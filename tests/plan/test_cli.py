@@ -89,3 +89,12 @@ def test_metrics_and_workload_files(small_model_dir, tmp_path, capsys):
     assert eng["branches"] == (8 * 2 + 4) * m_
     assert eng["generated_tokens"] == 8 * 30
     assert eng["branch_generated_tokens"] == eng["branches"] * 3
+
+
+def test_gpu_check_predictions(capsys):
+    """The hook for benchmarks/gpu_check.sh: bench_rollout's engine rows at its gpu size, predicted."""
+    main(["--gpu-check", "--gpu", "h200", "--json"])
+    rows = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"(ii) engine, no sharing", "(iii) engine, forks", "engine"}
+    assert 0 < rows["(iii) engine, forks"]["predicted_seconds"] < rows["(ii) engine, no sharing"]["predicted_seconds"]
+    assert rows["engine"]["size"] == "gpu" and rows["engine"]["device"] == "h200"
