@@ -213,7 +213,9 @@ def train_all(args, seeds: list[int]) -> dict:
         def one(job):
             s, name = job
             out = runs_dir / f"seed_{s}" / name
-            cmd = train_command(args.preset, RUNS[name], args.steps, s, out, args.train_arg)
+            # A --base given on the command line is what every run trains from (else the preset's model.path).
+            model = ["--model.path", args.base] if args.base_given else []
+            cmd = train_command(args.preset, RUNS[name] + model, args.steps, s, out, args.train_arg)
             return job, train(cmd, runs_dir / f"seed_{s}" / f"{name}.log" if args.jobs > 1 else None)
         if args.jobs > 1:
             with ThreadPoolExecutor(args.jobs) as pool:
@@ -406,7 +408,10 @@ def claim_lines(paired: list[dict], budgets: list[int], train_budget: int | None
 # ------------------------------------------------------------------------------------------------------- printing
 
 def _num(x: float, scale: float, digits: int = 1) -> str:
-    return "-" if x != x else f"{scale * x:.{digits}f}"
+    if x != x:
+        return "-"
+    text = f"{scale * x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text   # no "-0.0"
 
 
 def _cell(row: dict, k: str, scale: float, digits: int = 1) -> str:
@@ -526,7 +531,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-train", action="store_true", help="evaluate the checkpoints already in --runs-dir")
     ap.add_argument("--jobs", type=int, default=1, help="train.py runs (and evaluations) at once, each with "
                     "OMP_NUM_THREADS=1 and its output in a log file")
-    ap.add_argument("--base", help="the base (SFT) model (default: the preset's model.path)")
+    ap.add_argument("--base", help="the base (SFT) model, evaluated and trained from (default: the preset's "
+                    "model.path)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--temperature", type=float, default=0.7, help="eval sampling temperature (the training one)")
     ap.add_argument("--out", help="default: bench_results/mrt_vs_grpo.json (arithmetic), "
@@ -551,7 +557,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"unknown runs {unknown}; known: {sorted(RUNS)}")
     task = args.task = TASKS[args.task]
     args.preset, preset = task_preset(task)
-    args.base = args.base or resolve_base(preset)
+    args.base_given = args.base is not None
+    try:
+        args.base = args.base or resolve_base(preset)
+    except Exception as exc:  # noqa: BLE001 (a missing or broken model folder: one line, not a traceback)
+        ap.error(f"the base model of {args.preset.name} ({preset['model']['path']}): {exc}")
     args.train_budget = int(preset["rollout"]["max_new_tokens"])
     episodes = preset.get("episodes") or {}
     args.episode_markers = list(episodes.get("markers") or ["Wait"])
