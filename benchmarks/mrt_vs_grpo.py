@@ -584,8 +584,9 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = list(range(args.seed, args.seed + args.seeds))
     out = Path(args.out)
     T = args.train_budget
-    print(f"task {args.task.name}: preset {args.preset.relative_to(ROOT) if args.preset.is_relative_to(ROOT) else args.preset}, "
-          f"base {args.base}, training budget T = {T}, eval budgets {args.budgets}", flush=True)
+    preset = args.preset.relative_to(ROOT) if args.preset.is_relative_to(ROOT) else args.preset
+    print(f"task {args.task.name}: preset {preset}, base {args.base}, training budget T = {T}, eval budgets "
+          f"{args.budgets}", flush=True)
     for note in args.budget_notes:
         print(f"note: {note}", flush=True)
     t0 = time.perf_counter()
@@ -624,9 +625,10 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             print("the paper's claim: no verdict from fewer than 3 seeds")
         eff = efficiency_of(per_seed, T)
-        print(f"\ntoken efficiency: the budget at which each model reaches GRPO's accuracy at T = {T} (target per seed: "
-              f"{', '.join(f'{100 * t:.1f}%' for t in eff['grpo']['target'])}), read linearly off its accuracy on the "
-              f"grid of every {args.curve_every} tokens; the paper: GRPO's budget / MRT's = 1.2-1.6")
+        targets = ", ".join(f"{100 * t:.1f}%" for t in eff["grpo"]["target"])
+        print(f"\ntoken efficiency: the budget at which each model reaches GRPO's accuracy at T = {T} (target per "
+              f"seed: {targets}), read linearly off its accuracy on the grid of every {args.curve_every} tokens; the "
+              f"paper: GRPO's budget / MRT's = 1.2-1.6")
         print(efficiency_table(eff))
         if "base" in {r["model"] for r in rows}:
             gains = gain_ratios(per_seed, ["pass@1"] + ([f"acc@{T}"] if T in args.budgets else []))

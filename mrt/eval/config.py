@@ -159,7 +159,8 @@ def _parser() -> argparse.ArgumentParser:
         elif isinstance(default, list):
             p.add_argument(flag, dest=f.name, default=None, help="comma-separated")
         else:
-            kind = int if f.name in ("limit", "curve_every", "episode_max") else (str if default is None else type(default))
+            kind = (int if f.name in ("limit", "curve_every", "episode_max")
+                    else str if default is None else type(default))
             p.add_argument(flag, dest=f.name, type=kind, default=None)
     return p
 
