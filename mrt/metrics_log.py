@@ -222,12 +222,15 @@ def _plot_progress(plt, train: list[dict], out_dir: str) -> str:
     ax.set_ylabel("mean progress J_j - J_(j-1)")
     ax.set_title("mean progress by episode index" + ("" if idx else " (no episodes logged)"), fontsize=10)
     ax = axes[1]
-    shares = sorted({int(k.split("/")[-1]) for r in train for k in r if k.startswith("episode_share/")})
+    logged = sorted({int(k.split("/")[-1]) for r in train for k in r if k.startswith("episode_share/")})
+    shares = [j for j in logged if any(series(train, f"episode_share/{j}")[1])]   # indices no trace ever had: unplotted
     for j in shares:
         ax.plot(*series(train, f"episode_share/{j}"), color=f"C{j % 10}", lw=1.5, label=f"episode {j}")
     ax.set_ylim(-0.02, 1.02)
     ax.set_ylabel("share of traces")
-    ax.set_title("traces that have episode j" + ("" if shares else " (not logged)"), fontsize=10)
+    never = [j for j in logged if j not in shares]
+    ax.set_title("traces that have episode j" + ("" if logged else " (not logged)")
+                 + (f" (never: episode {', '.join(map(str, never))})" if never else ""), fontsize=10)
     _finish(axes)
     axes[0].figure.suptitle("markers: raw per step; solid: EMA over consecutive steps", fontsize=8, x=0.99,
                             ha="right")

@@ -28,7 +28,8 @@ def _records(steps=30, format_reward=False):
         acc = 0.1 + 0.01 * s
         recs.append({"kind": "train", "step": s, "reward": acc + (0.05 if format_reward else 0.0), "accuracy": acc,
                      "regret": 1.2 - 0.01 * s, "regret_normalized": 0.9 - 0.005 * s, "zero_variance_groups": 0.5,
-                     "progress/episode_0": 0.1, "episode_share/0": 0.6, "episode_share/1": 0.3 if s < 12 else 0.0})
+                     "progress/episode_0": 0.1, "episode_share/0": 0.6, "episode_share/1": 0.3 if s < 12 else 0.0,
+                     "episode_share/2": 0.0})
         if s < 6 or 9 < s < 12:     # episode 1 only at steps 1-5 and 10-11: two runs of steps, a gap between
             recs[-1]["progress/episode_1"] = -0.05
         if s % 10 == 0:
@@ -60,6 +61,7 @@ def test_plots_panels(tmp_path, monkeypatch):
     ema_label = "(EMA 0.9 within runs of steps)"
     assert progress[0] == [f"episode 0 {ema_label}", f"episode 1 {ema_label}"]
     assert progress[1] == ["episode 0", "episode 1"]          # the share of traces that have episode j
+    assert "(never: episode 2)" in saved[1].axes[1].get_title()  # an index no trace had is named, not drawn
     # Episode 1: markers at its 7 steps, and one EMA line per run of consecutive steps, none across the gap.
     ep1 = [ln for ln in saved[1].axes[0].get_lines() if ln.get_color() == "C1"]
     markers = [ln for ln in ep1 if ln.get_marker() == "o"]
