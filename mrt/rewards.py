@@ -5,6 +5,7 @@
   own timeouts use `signal.alarm`, which only works on the main thread, so they are switched off
   (`parsing_timeout=None`, `timeout_seconds=None`): rewards may be computed in worker threads.
 - `arithmetic`: the synthetic task's verifier (`mrt.tasks.arithmetic.verify`).
+- `countdown`: the search task's verifier (`mrt.tasks.countdown.verify`; the answer is the problem's text).
 - `format_reward(text)`: 1.0 if the completion has exactly one final `\\boxed{}` after a closed thinking block (when
   a `<think>` was opened), else 0.0; the trainer adds `format_reward` (config weight) times it.
 """
@@ -14,7 +15,7 @@ import logging
 import re
 from typing import Callable
 
-from .tasks import arithmetic
+from .tasks import arithmetic, countdown
 
 RewardFn = Callable[[str, object], float]
 
@@ -68,6 +69,10 @@ def arithmetic_reward(completion_text: str, answer) -> float:
     return arithmetic.verify(completion_text, answer)
 
 
+def countdown_reward(completion_text: str, answer) -> float:
+    return countdown.verify(completion_text, answer)
+
+
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 
 
@@ -84,6 +89,7 @@ def format_reward(completion_text: str) -> float:
 REWARDS: dict[str, RewardFn] = {
     "math": math_reward,
     "arithmetic": arithmetic_reward,
+    "countdown": countdown_reward,
 }
 
 

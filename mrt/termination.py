@@ -9,10 +9,12 @@ regret measure the same meta-prover.
   and opening a boxed answer. Training forks it after a blank line (an episode boundary); evaluation forks it at a
   token budget, possibly mid-paragraph, with the same text (so the two J's are comparable).
 - `arithmetic`: the synthetic task of the embedded default (`mrt.tasks.arithmetic`).
+- `countdown`: the search task (`mrt.tasks.countdown`); the same text as `arithmetic`, its answer an expression.
 """
 from __future__ import annotations
 
 from .tasks.arithmetic import TERMINATION_TEXT as ARITHMETIC_TERMINATION_TEXT
+from .tasks.countdown import TERMINATION_TEXT as COUNTDOWN_TERMINATION_TEXT
 
 R1_TERMINATION_TEXT = ("Time is up.\n\nGiven the time I've spent and the approaches I've tried, I should stop thinking "
                        "and formulate a final answer based on what I already have.\n</think>\n\n"
@@ -21,6 +23,7 @@ R1_TERMINATION_TEXT = ("Time is up.\n\nGiven the time I've spent and the approac
 TERMINATION_TEXTS: dict[str, str] = {
     "r1": R1_TERMINATION_TEXT,
     "arithmetic": ARITHMETIC_TERMINATION_TEXT,
+    "countdown": COUNTDOWN_TERMINATION_TEXT,
 }
 
 

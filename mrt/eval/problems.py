@@ -1,9 +1,10 @@
 """Evaluation datasets: problems with reference answers, and how an answer is checked.
 
 A dataset spec is a JSONL / JSON file (a list of objects) with a problem column and an answer column, or
-`arithmetic[:N]`: N held-out problems of the synthetic task (`mrt.tasks`, default 64). Each dataset names its verifier
-(the reward comes from `mrt.rewards`: math answers through math-verify, the synthetic task's verifier) and its
-default termination text; the verifier also gives the answer key of majority votes.
+`arithmetic[:N]` / `countdown[:N]`: N held-out problems of a synthetic task (`mrt.tasks`, default 64). Each dataset
+names its verifier (the reward comes from `mrt.rewards`: math answers through math-verify, the synthetic task's
+verifier) and its default termination text; the verifier also gives the answer key of majority votes (for countdown,
+where many expressions are right, the expression as written).
 """
 from __future__ import annotations
 
@@ -43,8 +44,15 @@ def _arithmetic_key(text: str):
     return arithmetic.extract_answer(text)
 
 
+def _countdown_key(text: str):
+    # Many expressions are right: the vote is on the expression as written (spaces normalised).
+    from mrt.tasks import countdown
+    return countdown.extract_answer(text)
+
+
 # Answer keys for majority votes; the rewards themselves come from the trainer's registry (mrt.rewards).
-ANSWER_KEYS: dict[str, Callable[[str], Any]] = {"math": _math_key, "arithmetic": _arithmetic_key}
+ANSWER_KEYS: dict[str, Callable[[str], Any]] = {"math": _math_key, "arithmetic": _arithmetic_key,
+                                                "countdown": _countdown_key}
 
 
 def get_verifier(name: str) -> Verifier:
@@ -95,6 +103,14 @@ def load_dataset(spec: str, *, prompt_column: str = "problem", answer_column: st
         probs = arithmetic.generate_problems(n if limit is None else min(n, limit), seed=0, split="heldout")
         return EvalDataset("arithmetic", [p.text for p in probs], [p.answer for p in probs], "arithmetic",
                            arithmetic.TERMINATION_TEXT)
+    if spec == "countdown" or spec.startswith("countdown:"):
+        from mrt.tasks import countdown
+        n = int(spec.partition(":")[2] or 64)
+        if n < 1:
+            raise ValueError(f"dataset {spec!r} is empty: ask for at least one problem")
+        probs = countdown.generate_problems(n if limit is None else min(n, limit), seed=0, split="heldout")
+        return EvalDataset("countdown", [p.text for p in probs], [p.answer for p in probs], "countdown",
+                           countdown.TERMINATION_TEXT)
     path = Path(spec)
     rows = _read_rows(path)
     if not rows:
