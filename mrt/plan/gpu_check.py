@@ -101,7 +101,7 @@ def predict_gpu_check(gpu: str = "h200", size: str = "gpu") -> list[dict]:
     sizes = bench_sizes()
     if size not in sizes:
         raise ConfigError(f"--gpu-check: bench_rollout has no size {size!r} (sizes: {sorted(sizes)})")
-    profile = get_profile(gpu)
+    profile = get_profile(gpu, shape=bench_shape(sizes[size]))
     return [{**r, "device": profile.name, "size": size} for r in predict_bench_rollout(sizes[size], profile)]
 
 

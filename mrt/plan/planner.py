@@ -33,7 +33,7 @@ def make_plan(config: str | None, overrides: list[str], *, gpu: str = "h100", gp
         raise ConfigError(f"variants: unknown {bad}; known: {list(VARIANTS)}")
     mrt_cfg, grpo_cfg, sources = config_pair(config, overrides)
     shape = load_shape(mrt_cfg.model.path, mrt_cfg.model.dtype)
-    profile = profile or get_profile(gpu)
+    profile = profile or get_profile(gpu, shape=shape)
     prompts = math.ceil(mrt_cfg.optim.prompts_per_step / gpus)
     if workload is not None:
         wl = load_workload(workload, mrt_cfg, prompts)

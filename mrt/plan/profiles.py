@@ -70,7 +70,7 @@ H200 = DeviceProfile("h200", memory_bytes=140.4e9, bf16_flops=989e12, fp32_flops
 GPU_PROFILES = {"h100": H100, "h200": H200}
 PROFILE_NAMES = ("h100", "h200", "cpu")
 
-def probe_cpu(seconds: float = 0.4) -> DeviceProfile:
+def probe_cpu(seconds: float = 0.4, shape=None) -> DeviceProfile:
     """Measure this machine with torch's current thread count: fp32 GEMM FLOP/s (1024^3 products), the bandwidth of
     streaming a 64 MB weight through F.linear with 8 rows (a decode step's access pattern), and one small op's cost.
     Each figure is the best of repeated runs for about `seconds`."""
@@ -92,11 +92,27 @@ def probe_cpu(seconds: float = 0.4) -> DeviceProfile:
             if time.perf_counter() > t_end and len(times) >= 3:
                 return statistics.median(times)
 
+    # The products at the model's own shapes when it is known (one core runs a 576-wide model's small k/v products
+    # well below a 1024^3 GEMM's rate): one layer's seven products (q, k, v, o, gate, up, down) on 256 rows, and 8
+    # rows through copies of that layer adding up to at least 64 MB (what a decode step streams, product after
+    # product).
+    if shape is not None:
+        d, q, kv, inner = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim, \
+            shape.intermediate
+        layer = [(q, d), (kv, d), (kv, d), (d, q), (inner, d), (inner, d), (d, inner)]
+    else:
+        layer = [(1024, 1024)]
     with torch.inference_mode():
-        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-        gemm = 2 * 1024 ** 3 / best(lambda: torch.mm(a, b), seconds)
-        w, x = torch.randn(16384, 1024), torch.randn(8, 1024)          # 64 MB of weight, 8 rows
-        stream = w.numel() * 4 / best(lambda: F.linear(x, w), seconds)
+        mats = [torch.randn(o, i) for o, i in layer]
+        rows = {i: torch.randn(256, i) for _, i in layer}
+        flops = sum(2 * 256 * m.numel() for m in mats)
+        gemm = flops / best(lambda: [F.linear(rows[m.shape[1]], m) for m in mats], seconds)
+        copies = max(1, -(-(64 << 20) // (sum(m.numel() for m in mats) * 4)))
+        mats = [torch.randn(o, i) for _ in range(copies) for o, i in layer]
+        few = {i: torch.randn(8, i) for _, i in layer}
+        stream = sum(m.numel() for m in mats) * 4 / best(lambda: [F.linear(few[m.shape[1]], m) for m in mats],
+                                                         seconds)
+        w = torch.cat([m.flatten() for m in mats])
         y = torch.empty_like(w)
         copy = 2 * w.numel() * 4 / best(lambda: y.copy_(w), seconds / 2)   # read + write
         s = torch.randn(8, 64)
@@ -191,12 +207,13 @@ def probe_engine_host(prompts: int = 16, new_tokens: int = 48) -> tuple[float, f
     return step_s, seq_s, max(big_hook - big, 0.0) / prompts
 
 
-def get_profile(name: str, *, cpu_probe_seconds: float = 0.4) -> DeviceProfile:
-    """h100 | h200 | cpu (measured now); anything else raises ConfigError naming --gpu."""
+def get_profile(name: str, *, cpu_probe_seconds: float = 0.4, shape=None) -> DeviceProfile:
+    """h100 | h200 | cpu (measured now, at `shape`'s product sizes when given); anything else raises ConfigError
+    naming --gpu."""
     if name in GPU_PROFILES:
         return GPU_PROFILES[name]
     if name == "cpu":
-        return probe_cpu(cpu_probe_seconds)
+        return probe_cpu(cpu_probe_seconds, shape=shape)
     raise ConfigError(f"--gpu: must be one of {list(PROFILE_NAMES)}, got {name!r}")
 
 
