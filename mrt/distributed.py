@@ -88,8 +88,9 @@ def init_distributed(backend: str = "auto", device: str | None = None) -> Distri
             backend = "nccl" if dev.type == "cuda" else "gloo"
         if backend == "nccl" and dev.type != "cuda":
             raise ValueError("distributed.backend: nccl needs GPUs; use gloo on the CPU")
-        dist.init_process_group(backend=backend, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=pg_timeout_s(backend)))
+        timeout = datetime.timedelta(seconds=pg_timeout_s(backend))
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timeout,
+                                **_restart_store(world, timeout))
         global _PEER_STORE
         from torch.distributed import distributed_c10d
         _PEER_STORE = distributed_c10d._get_default_store()
@@ -116,6 +117,17 @@ def pg_timeout_s(backend: str) -> float:
             raise ValueError(f"MRT_PG_TIMEOUT_S: expected a positive number of seconds, got {env!r}")
         return value
     return PG_TIMEOUT_S.get(backend, PG_TIMEOUT_S["nccl"])
+
+
+def _restart_store(world: int, timeout) -> dict:
+    """After torchrun restarts the group (`--max-restarts`), the agent's store still holds the last attempt's keys,
+    among them the gloo addresses of its dead ranks; a new rank that reads one before its peer rewrites it fails to
+    connect ("Connection refused"). So each restarted attempt rendezvouses under its own key prefix."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt == "0" or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, False, timeout=timeout)
+    return {"store": dist.PrefixStore(f"mrt/attempt_{attempt}/", store)}
 
 
 _PEER_STORE = None

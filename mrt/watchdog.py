@@ -13,11 +13,14 @@ EXIT_CODE (not 2: it is no user error, so `torchrun --max-restarts N` restarts t
 checkpoint with `--checkpoint.resume`). A store that stays unreachable for DEAD_AFTER_S (the launcher, or rank 0
 hosting the store without torchrun, is gone) ends the rank the same way.
 Keys are scoped by torchrun's restart count, so a restarted group never reads the heartbeats of the last one.
+Under torchrun the agent itself stops the survivors (SIGTERM) as soon as a worker dies: the SIGTERM handler checks the
+peers once and names the lost one before the rank ends.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -145,6 +148,26 @@ def start_watchdog(store, rank: int, world: int) -> None:
     wd.publish()
     wd.start()
     _WATCHDOG = wd
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    import atexit
+    atexit.register(stop_watchdog, "ok")     # a process that ends normally without cleanup() is no lost peer
+
+
+def _on_sigterm(signum, frame) -> None:
+    """torchrun stops the other workers with SIGTERM when one fails: name the lost peer first, if one is gone."""
+    wd = _WATCHDOG
+    lost = None
+    if wd is not None:
+        try:
+            lost = wd.check()
+        except Exception:  # noqa: BLE001 (the store is gone with the launcher)
+            lost = None
+    if lost is not None:
+        wd._stop.set()
+        _end_process(wd.rank, wd.world, *lost)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def stop_watchdog(status: str | None = None) -> None:

@@ -54,11 +54,16 @@ def _die() -> None:
 
 def install_kill(spec: str) -> None:
     """Patch the run so that its process SIGKILLs itself at spec = KIND:STEP:VARIANT (STEP: the step being made,
-    1-based; VARIANT: which point of that kind)."""
+    1-based; VARIANT: which point of that kind); with a suffix @RANK, only in that rank of a torchrun group, and only
+    in its first attempt (not after torchrun restarts the group)."""
     import mrt.checkpoint as ckpt
     import mrt.metrics_log
     from mrt.rollout import Engine
     from mrt.trainer import Trainer
+    spec, _, only_rank = spec.partition("@")      # KIND:STEP:VARIANT@RANK: that rank, first attempt only
+    if only_rank and (os.environ.get("RANK", "0") != only_rank
+                      or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0"):
+        return
     kind, step, variant = spec.split(":")
     step, variant = int(step), int(variant)
     state = {"trainer": None, "engine_steps": 0}
