@@ -258,19 +258,21 @@ def test_shipped_model_matches_the_script(tokenizer):
 
 @needs_model
 def test_two_training_steps_of_the_preset(tmp_path):
-    import math
-
+    """The preset, cut to 2 small steps with dynamic sampling on: episodes are found, the meta-prover scores them,
+    the run ends with its held-out evaluation."""
     from mrt.config import load_config
     from mrt.trainer import Trainer
     cfg = load_config(os.path.join(ROOT, "configs", "tiny_countdown_mrt.yaml"), [
         "--optim.steps", "2", "--optim.prompts_per_step", "2", "--rollout.group_size", "4",
-        "--eval.held_out", "4", "--eval.samples", "1", "--eval.every", "0", "--logging.out_dir", str(tmp_path),
-        "--logging.progress_bar", "false", "--logging.plots", "false", "--checkpoint.every", "0",
-        "--data.num_problems", "16", "--rl.dynamic_sampling", "false"])
+        "--rl.dynamic_sampling_max_rounds", "2", "--eval.held_out", "4", "--eval.samples", "1",
+        "--logging.out_dir", str(tmp_path), "--logging.progress_bar", "false", "--logging.plots", "false",
+        "--checkpoint.every", "0", "--data.num_problems", "16"])
     tr = Trainer(cfg)
     batch, _ = tr.rollout(0)
     assert sum(len(t.boundaries) for t in batch.traces) > 0, "no episode boundary: no progress to test"
-    rec = tr.train_step()
-    assert math.isfinite(rec["loss"]) and rec["skipped"] == 0.0
-    rec = tr.train_step()
-    assert math.isfinite(rec["loss"]) and 0.0 <= rec["accuracy"] <= 1.0
+    assert all(len(t.J) == len(t.boundaries) and all(0.0 <= j <= 1.0 for j in t.J) for t in batch.traces)
+    out = tr.train()
+    assert out["step"] == 2 and not out["interrupted"]
+    train = [r for r in out["records"] if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2] and all(r["skipped"] == 0.0 for r in train)
+    assert 0.0 <= out["after"]["eval/accuracy"] <= 1.0
