@@ -96,6 +96,7 @@ RUNS = {  # name -> train.py overrides on top of the task's preset
                                 "--meta_prover.prompt_branches", "true"],
 }
 DEFAULT_RUNS = ["grpo", "mrt-dense", "mrt-sum", "mrt-sum-alpha0.3", "mrt-termination_baseline"]
+PRINT_EPISODES = 8   # episode indices printed in the tables (all of them go to the JSON)
 
 
 # ---------------------------------------------------------------------------------------------- the task's preset
@@ -602,7 +603,9 @@ def main(argv: list[str] | None = None) -> dict:
     accs = [f"acc@{b}" for b in args.budgets]
     regrets = [f"regret@{b}" for b in args.budgets]
     n_lin = num_linearized(per_seed)
-    lin = ["episodes"] + [f"after_ep{j}" for j in range(n_lin)] if n_lin else []
+    # Printed: episodes 0..PRINT_EPISODES-1 and the last index (every index is in the JSON).
+    shown = sorted({j for j in range(n_lin) if j < PRINT_EPISODES} | ({n_lin - 1} if n_lin else set()))
+    lin = ["episodes"] + [f"after_ep{j}" for j in shown] if n_lin else []
     print(f"\n{args.task.name}: held-out {args.problems} problems x {args.samples} samples at T {args.temperature}; "
           f"{len(seeds)} seed(s); mean ± 95% t-interval over seeds; accuracy and regret in %; training budget T = {T} "
           f"tokens, budgets past it: {[b for b in args.budgets if b > T]}")
@@ -637,7 +640,9 @@ def main(argv: list[str] | None = None) -> dict:
     progress = pooled_progress(per_seed)
     if progress:
         print("per-episode progress E_j - E_{j-1} (E_{-1} = 0; the paper's Fig. 16), pooled over seeds:")
-        print(progress_table(progress))
+        print(progress_table({m: rows[:PRINT_EPISODES] for m, rows in progress.items()}))
+        if any(len(rows) > PRINT_EPISODES for rows in progress.values()):
+            print(f"(episodes {PRINT_EPISODES} and later: in the JSON, key progress_distribution)")
     print("sample budget per run (traces generated over training):")
     for name, per in budget.items():
         print(f"  {name}: " + ", ".join(f"seed {s}: {b['samples']} samples, {b['generated_tokens']} tokens, "
@@ -654,7 +659,8 @@ def main(argv: list[str] | None = None) -> dict:
                "samples": args.samples, "train_seconds": t_train, "eval_seconds": t_eval,
                "threads": os.cpu_count(), "summary": rows, "paired_vs_grpo": paired,
                "token_efficiency": eff, "gain_ratio": gains,
-               "episodes": {r["model"]: {k: r[f"{k}_values"] for k in lin} for r in rows} if lin else {},
+               "episodes": {r["model"]: {k: r[f"{k}_values"] for k in ["episodes"]
+                                         + [f"after_ep{j}" for j in range(n_lin)]} for r in rows} if n_lin else {},
                "progress_distribution": progress, "sample_budget": budget, "settings": settings,
                "results": {str(s): r for s, r in per_seed.items()}}
     out.write_text(json.dumps(payload, indent=2, default=str))
