@@ -12,7 +12,8 @@ does, and said so) and the meta-prover forked at every episode boundary (the pre
 Prints, per model, the mean over seeds +- the half-width of the 95% t-interval (t_{0.975, seeds-1} s / sqrt(seeds)),
 and each model minus GRPO paired by seed, of:
 - pass@1, maj@k (what the vote is on is printed: the extracted value where a problem has one right answer; for
-  countdown, where many expressions are right, the expression as written) and pass@k;
+  countdown, where many expressions are right, the expression as written) and pass@k, of the traces' own answers
+  within the largest budget (the traces are generated once, up to it);
 - accuracy and normalised regret at each budget; mean tokens;
 - token efficiency: the smallest budget at which each model reaches GRPO's accuracy at T (read linearly off its
   accuracy-vs-budget curve on the eval's grid of forced points) and GRPO's budget over it (the paper: 1.2-1.6x);
@@ -609,7 +610,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\n{args.task.name}: held-out {args.problems} problems x {args.samples} samples at T {args.temperature}; "
           f"{len(seeds)} seed(s); mean ± 95% t-interval over seeds; accuracy and regret in %; training budget T = {T} "
           f"tokens, budgets past it: {[b for b in args.budgets if b > T]}")
-    print(f"maj@{k} votes on {args.task.vote}")
+    print(f"maj@{k} votes on {args.task.vote}; pass@1, maj@{k}, pass@{k} and tokens are the traces' own answers "
+          f"within the largest budget ({args.budgets[-1]}), acc@b the answer forced at budget b (budget forcing)")
     print(table(rows, head + accs))
     print("normalised regret at each budget (% of the oracle's area, 0 best):")
     print(table(rows, regrets))
