@@ -15,9 +15,9 @@ Ops of one forward over R rows (tokens), in a model of L layers (shape.py has th
   tile on a GPU (flash-attention's outer loop);
 - lm head for the rows that are sampled (2*d*V FLOPs each, the V x d weight once) and the sampler (about 8 passes
   over a (rows, V) fp32 block: temperature, softmax, top-p sort and cumsum, draw).
-Launches per forward: LAUNCHES_PER_LAYER * L + LAUNCHES_PER_STEP (counted from mrt/models and the sampler: norms,
-q/k/v/o, rope, the cache store, attention, the MLP's products and activation, residual sums; embedding, final norm,
-head, sampler, the metadata copies).
+Launches per forward: profile.launches_per_layer * L + profile.launches_per_step (on a GPU ~15 kernels a layer, as
+mrt/rollout/cuda_graphs.py counts them, and ~30 a step for the embedding, final norm, head, sampler and metadata
+copies; on the CPU every ATen op dispatched, counted by the probe on the tiny model's forward).
 """
 from __future__ import annotations
 
@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from .profiles import DeviceProfile
 from .shape import ModelShape
 
-LAUNCHES_PER_LAYER = 22
-LAUNCHES_PER_STEP = 30
 SAMPLER_PASSES = 8
 Q_TILE = 128
 
@@ -81,8 +79,8 @@ class Part:
                 "memory_s": self.memory_s, "launch_s": self.launch_s, "bound": self.bound}
 
 
-def launches_per_forward(shape: ModelShape) -> int:
-    return LAUNCHES_PER_LAYER * shape.layers + LAUNCHES_PER_STEP
+def launches_per_forward(shape: ModelShape, profile: DeviceProfile) -> float:
+    return profile.launches_per_layer * shape.layers + profile.launches_per_step
 
 
 def elementwise_bytes(shape: ModelShape, rows: float, profile: DeviceProfile) -> float:

@@ -117,7 +117,7 @@ class PricingRunner:
         for kind in pairs:
             attn_s[kind] = attention_op(self.parts[kind], shape, prof, pairs[kind], reads[kind])
         attn_per_step = sum(attn_s.values()) / steps
-        eager = launches_per_forward(shape) * prof.launch_s
+        eager = launches_per_forward(shape, prof) * prof.launch_s
         graph = GRAPH_STEP_LAUNCHES * prof.launch_s
         # With CUDA graphs only pure decode steps replay a graph. A coarsened step's prefills would have fallen on
         # separate engine steps, spread over its k: the first min(k, prefilling sequences) sub-steps run eagerly.

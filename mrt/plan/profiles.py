@@ -38,6 +38,8 @@ class DeviceProfile:
     flops_efficiency: float = 0.65   # of the peak, for large GEMMs and attention
     bandwidth_efficiency: float = 0.8
     launch_s: float = 5e-6           # host time per kernel launch (eager PyTorch)
+    launches_per_layer: float = 15.0 # kernels a decoder layer launches (mrt/rollout/cuda_graphs.py counts ~15)
+    launches_per_step: float = 30.0  # embedding, final norm, head, sampler, metadata copies
     host_step_s: float = 1.0e-3      # engine Python per step
     host_seq_s: float = 12e-6        # engine Python per scheduled sequence per step
     hook_seq_s: float = 40e-6        # the meta-prover hook per trace per step (online segmentation, detokenising)
@@ -115,10 +117,9 @@ def probe_cpu(seconds: float = 0.4, shape=None) -> DeviceProfile:
         w = torch.cat([m.flatten() for m in mats])
         y = torch.empty_like(w)
         copy = 2 * w.numel() * 4 / best(lambda: y.copy_(w), seconds / 2)   # read + write
-        s = torch.randn(8, 64)
-        lin = torch.nn.Linear(64, 64)
-        op = best(lambda: [lin(s) for _ in range(200)], seconds / 2) / 200
-    host_step, host_seq, hook_seq = probe_engine_host()
+    host_step, host_seq, hook_seq, ops, fwd_s, layers = probe_engine_host()
+    # The tiny model's forward is nearly all dispatch: its median time over its ATen op count is one op's cost.
+    op, per_layer = fwd_s / ops, max(ops - 30, 0) / layers
     tokens = list(range(16384))
     per_token = best(lambda: (tokens[:100], tokens[100:]), seconds / 4) / len(tokens)
     cache = _l2_bytes()
@@ -127,7 +128,8 @@ def probe_cpu(seconds: float = 0.4, shape=None) -> DeviceProfile:
     # no fast GEMM path: a quarter of fp32's rate stands in (the CPU runs float32 models).
     return DeviceProfile("cpu", memory_bytes=float(mem), bf16_flops=gemm / 4, fp32_flops=gemm, bandwidth=copy,
                          weight_rate=stream, cache_bytes=cache,
-                         flops_efficiency=1.0, bandwidth_efficiency=1.0, launch_s=op, host_step_s=host_step,
+                         flops_efficiency=1.0, bandwidth_efficiency=1.0, launch_s=op, launches_per_layer=per_layer,
+                         launches_per_step=30.0, host_step_s=host_step,
                          host_seq_s=host_seq, hook_seq_s=hook_seq, hook_len_s=per_token, interconnect=0.0,
                          context_bytes=0.0,
                          measured=True)
@@ -149,12 +151,14 @@ def _l2_bytes() -> float:
     return 1024.0 ** 2
 
 
-def probe_engine_host(prompts: int = 16, new_tokens: int = 48) -> tuple[float, float, float]:
+def probe_engine_host(prompts: int = 16, new_tokens: int = 48) -> tuple[float, float, float, int, float, int]:
     """The engine's own Python on this machine: (per step, per scheduled sequence, the meta-prover hook per trace),
     from the embedded tiny model (mrt:assets/tiny_model) generating with the model's forward (runner.run) timed
     apart and left out. Mean host seconds a step with `prompts` and with prompts / 4 sequences give the per-step and
     per-sequence figures (two equations); the same with the meta-prover's hook gives the hook's per-trace cost.
-    After one untimed warm-up call; about a second on an idle machine."""
+    Also the ATen ops one decode forward dispatches (counted under a TorchDispatchMode), the forward's median time
+    and the model's layer count. After one untimed warm-up call; about a second on an idle machine.
+    -> (step s, sequence s, hook s per trace, ops per forward, forward s, layers)"""
     import statistics
 
     import torch
@@ -180,6 +184,7 @@ def probe_engine_host(prompts: int = 16, new_tokens: int = 48) -> tuple[float, f
         t0 = time.perf_counter()
         out = orig_run(batch)
         cur["fwd"] = time.perf_counter() - t0
+        fwd_times.append(cur["fwd"])
         return out
 
     def step(hook, stats):
@@ -189,6 +194,7 @@ def probe_engine_host(prompts: int = 16, new_tokens: int = 48) -> tuple[float, f
         return out
 
     eng.runner.run, eng.step = run, step
+    fwd_times = []
     params = SamplingParams(temperature=1.0, max_tokens=new_tokens, stop_token_ids=[], seed=0)
 
     def host_per_step(n: int, with_hook: bool) -> float:
@@ -201,10 +207,40 @@ def probe_engine_host(prompts: int = 16, new_tokens: int = 48) -> tuple[float, f
 
     host_per_step(prompts, True)                   # warm-up
     few = max(1, prompts // 4)
+    fwd_times.clear()
     big, small, big_hook = host_per_step(prompts, False), host_per_step(few, False), host_per_step(prompts, True)
     seq_s = max(big - small, 0.0) / (prompts - few)
     step_s = max(small - few * seq_s, 0.0)
-    return step_s, seq_s, max(big_hook - big, 0.0) / prompts
+    return (step_s, seq_s, max(big_hook - big, 0.0) / prompts, _count_ops(eng, prompt_ids[:few]),
+            statistics.median(fwd_times), model.config.num_layers)
+
+
+def _count_ops(eng, prompts: list[list[int]]) -> int:
+    """ATen ops one decode forward of the engine dispatches (the last step of a short generation)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from ..rollout import SamplingParams
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += 1
+            return func(*args, **(kwargs or {}))
+
+    run, counts = eng.runner.run, []
+
+    def counted(batch):
+        with Count() as c:
+            out = run(batch)
+        counts.append(c.n)
+        return out
+
+    eng.runner.run = counted
+    eng.reset_prefix_cache()
+    eng.generate(prompts, SamplingParams(temperature=1.0, max_tokens=3, stop_token_ids=[], seed=0))
+    eng.runner.run = run
+    return counts[-1]
 
 
 def get_profile(name: str, *, cpu_probe_seconds: float = 0.4, shape=None) -> DeviceProfile:

@@ -128,7 +128,7 @@ def price_update(cfg, shape: ModelShape, profile: DeviceProfile, workload: Workl
     parts = {k: Part() for k in UPDATE_PARTS}
     on_gpu = profile.name != "cpu"
     lens = [t.prompt + t.completion for t in workload.traces]
-    launch = launches_per_forward(shape) * profile.launch_s
+    launch = launches_per_forward(shape, profile) * profile.launch_s
     fb, old = parts["update_forward_backward"], parts["old_logp_forward"]
     W = shape.weights_bytes
     comm_bytes = 0.0
