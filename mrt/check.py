@@ -47,7 +47,9 @@ def check_run(cfg: Config) -> str:
     # The run's own data loading (train, held-out split or eval file), on a stand-in holding what it reads.
     data = types.SimpleNamespace(cfg=cfg, tokenizer=tokenizer)
     Trainer._load_data(data)
-    get_reward(cfg.reward)
+    get_reward(cfg.reward)          # a user's reward (module:function, file.py:function) is imported and checked
+    from .reward_fn import Shaping
+    Shaping(cfg.shaping)
     make_segmenter(cfg.episodes)
     if not tokenizer(cfg.meta_prover.termination_text, add_special_tokens=False)["input_ids"]:
         raise ConfigError("meta_prover.termination_text: encodes to no tokens")

@@ -246,11 +246,23 @@ class CheckpointConfig:
 
 
 @dataclass
+class WandbConfig:
+    project: str | None = None            # None: no wandb (an optional dependency, imported only when set)
+    name: str | None = None               # the run's name; None: wandb picks one
+    mode: str = "online"                  # online | offline (a run folder under logging.out_dir) | disabled
+
+    def __post_init__(self):
+        _choice(self.mode, "logging.wandb.mode", ("online", "offline", "disabled"))
+        _need(self.project is None or bool(self.project.strip()), "logging.wandb.project", "must be a name or null")
+
+
+@dataclass
 class LoggingConfig:
     out_dir: str = "runs/tiny_mrt"
     tensorboard: bool = False
     plots: bool = True
     progress_bar: bool = True
+    wandb: WandbConfig = field(default_factory=WandbConfig)   # every scalar, the end-of-run plots, the config
 
     def __post_init__(self):
         _need(bool(self.out_dir), "logging.out_dir", "must be set")
@@ -284,6 +296,15 @@ class DistributedConfig:
 
 
 @dataclass
+class ShapingTerm:
+    fn: str = ""                          # module:function or file.py:function (mrt.reward_fn)
+    weight: float = 1.0
+
+    def __post_init__(self):
+        _need(":" in self.fn, "shaping.fn", f"must be MODULE:FUNCTION or PATH.py:FUNCTION, got {self.fn!r}")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -297,15 +318,18 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     seed: int = 0
-    reward: str = "arithmetic"            # a name in mrt.rewards.REWARDS
+    reward: str = "arithmetic"            # a name in mrt.rewards.REWARDS, or module:function / file.py:function
     format_reward: float = 0.0            # added weight of the format reward (0: off)
+    shaping: list[ShapingTerm] = field(default_factory=list)   # weighted terms added to the training reward only
 
     def __post_init__(self):
         _need(self.rl.algo != "mrt" or self.meta_prover.enabled, "meta_prover.enabled",
               "must be true when rl.algo is 'mrt' (progress needs the meta-prover)")
         _need(self.format_reward >= 0, "format_reward", f"must be >= 0, got {self.format_reward}")
         from .rewards import REWARDS
-        _need(self.reward in REWARDS, "reward", f"unknown reward {self.reward!r} (known: {sorted(REWARDS)})")
+        _need(self.reward in REWARDS or ":" in self.reward, "reward",
+              f"unknown reward {self.reward!r} (known: {sorted(REWARDS)}; or your own as MODULE:FUNCTION or "
+              "PATH.py:FUNCTION)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -373,6 +397,8 @@ def _coerce(value, tp, key: str):
             return float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if dataclasses.is_dataclass(tp):      # a section inside a list (e.g. shaping: [{fn: ..., weight: ...}])
+        return _build(tp, value, key + ".")
     if tp is str:
         if isinstance(value, (dict, list)) or value is None:
             raise ConfigError(f"{key}: expected a string, got {value!r}")

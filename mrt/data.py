@@ -39,6 +39,7 @@ class PromptExample:
     answer: Any                  # as stored: a string, or a number (AMC answers are floats)
     problem: str
     row: int                     # 0-based row in the source
+    columns: dict = field(default_factory=dict)   # the row's other columns (a user's reward gets them)
 
 
 @dataclass
@@ -265,7 +266,8 @@ def load_prompts(cfg: DataConfig, tokenizer, *, path: str | None = None, split: 
                                 f"{cfg.max_prompt_tokens} (raise it, or set data.overlong to skip to drop such rows)")
             out.overlong_rows.append(row)
             continue
-        out.examples.append(PromptExample(ids, text, obj[cfg.answer_column], problem, row))
+        others = {k: v for k, v in obj.items() if k not in (cfg.prompt_column, cfg.answer_column)}
+        out.examples.append(PromptExample(ids, text, obj[cfg.answer_column], problem, row, others))
     if not out.examples:
         raise DataError(f"{src}: no usable rows ({out.skipped} malformed, {len(out.overlong_rows)} longer than "
                         f"data.max_prompt_tokens={cfg.max_prompt_tokens})")

@@ -6,6 +6,7 @@
   (`parsing_timeout=None`, `timeout_seconds=None`): rewards may be computed in worker threads.
 - `arithmetic`: the synthetic task's verifier (`mrt.tasks.arithmetic.verify`).
 - `countdown`: the search task's verifier (`mrt.tasks.countdown.verify`; the answer is the problem's text).
+- your own, by import path (`reward: my_pkg.rewards:score`, `reward: path/to/file.py:score`): `mrt.reward_fn`.
 - `format_reward(text)`: 1.0 if the completion has exactly one final `\\boxed{}` after a closed thinking block (when
   a `<think>` was opened), else 0.0; the trainer adds `format_reward` (config weight) times it.
 """
@@ -94,6 +95,11 @@ REWARDS: dict[str, RewardFn] = {
 
 
 def get_reward(name: str) -> RewardFn:
+    """A built-in reward by name, or a user's by import path (`module:function`, `file.py:function`: a
+    `mrt.reward_fn.CustomReward`, loaded and checked here, so a missing module or function fails at once)."""
+    if name not in REWARDS and ":" in name:
+        from .reward_fn import CustomReward
+        return CustomReward(name)
     if name not in REWARDS:
         raise ValueError(f"reward: unknown reward {name!r} (known: {sorted(REWARDS)})")
     return REWARDS[name]

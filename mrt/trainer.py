@@ -41,6 +41,7 @@ from .meta_prover import MetaProver
 from .metrics_log import MetricsLogger
 from .models import CausalLM
 from .rewards import format_reward, get_reward
+from .reward_fn import Shaping, reward_answers, shaping_bonus
 from .rollout import Engine, SamplingParams
 from .rollout_batch import RolloutBatch, build_batch, micro_batches
 from .seeds import derive_seed
@@ -86,6 +87,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg.optim)
         self.scheduler = make_scheduler(self.optimizer, cfg.optim, cfg.optim.steps)
         self.reward_fn = get_reward(cfg.reward)
+        self.shaping = Shaping(cfg.shaping)          # empty unless the config lists shaping terms
         self.update_settings = UpdateSettings.from_config(cfg)
         self.segmenter = make_segmenter(cfg.episodes)
         self.termination_ids = self.tokenizer(cfg.meta_prover.termination_text, add_special_tokens=False)["input_ids"]
@@ -213,9 +215,13 @@ class Trainer:
 
     def _score(self, outs, examples, group_base: int) -> RolloutBatch:
         """A round's engine outputs -> its packed batch: rewards, J from the branches (groups from group_base on)."""
-        return build_batch(outs, [e.answer for e in examples], [group_base + j for j in range(len(examples))],
-                           self.reward_fn, termination_text=self.cfg.meta_prover.termination_text,
-                           format_reward_fn=format_reward, format_weight=self.cfg.format_reward)
+        batch = build_batch(outs, reward_answers(self.reward_fn, examples),
+                            [group_base + j for j in range(len(examples))],
+                            self.reward_fn, termination_text=self.cfg.meta_prover.termination_text,
+                            format_reward_fn=format_reward, format_weight=self.cfg.format_reward)
+        if self.shaping:       # the training reward only: correct (accuracy) and J stay the outcome's
+            batch.rewards += torch.tensor(shaping_bonus(outs, examples, self.shaping), dtype=batch.rewards.dtype)
+        return batch
 
     def _group_stats(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(dense group index of each trace (B,), whether each group's rewards differ (G,), the spread max - min of
@@ -424,7 +430,7 @@ class Trainer:
                                  seed=derive_seed("eval", cfg.seed, lo + j)) for j in range(len(ex))]
         mp = self._meta_prover(L, prompt_branches=False, seed=derive_seed("eval-meta-prover", cfg.seed, lo))
         outs = self._generate([x.prompt_ids for x in ex], params, mp).outputs     # no examples: empty
-        batch = build_batch(outs, [x.answer for x in ex], list(range(len(ex))), self.reward_fn,
+        batch = build_batch(outs, reward_answers(self.reward_fn, ex), list(range(len(ex))), self.reward_fn,
                             termination_text=cfg.meta_prover.termination_text)
         local = {"n": len(batch), "accuracy": _total(batch.correct),
                  "regret": _total(1.0 - batch.J) + len(batch) - _total(batch.correct),
