@@ -12,6 +12,7 @@ Paths starting with `mrt:` are relative to the `mrt` package (the embedded model
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -513,6 +514,21 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of sections")
         tree = loaded
+    return config_from_dict(tree, overrides)
+
+
+def config_from_dict(tree: dict, overrides: list[str] | dict | None = None) -> Config:
+    """Defaults <- tree (nested sections, as in a YAML preset; not modified) <- overrides: command-line strings
+    (`["--rl.alpha", "0.5"]`) or a mapping of dotted keys to values (`{"rl.alpha": 0.5}`); validated."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config: expected a mapping of sections, got {type(tree).__name__}")
+    tree = copy.deepcopy(tree)
+    if isinstance(overrides, dict):       # values as YAML would give them; None is null
+        for key, value in overrides.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{key!r}: an override key must be a dotted string such as 'optim.steps'")
+            _set_dotted(tree, key, value)
+        return _build(Config, tree)
     for key, value in parse_overrides(list(overrides or [])):
         _set_dotted(tree, key, value)
         if value is None:
