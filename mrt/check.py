@@ -50,6 +50,8 @@ def check_run(cfg: Config) -> str:
     get_reward(cfg.reward)          # a user's reward (module:function, file.py:function) is imported and checked
     from .reward_fn import Shaping
     Shaping(cfg.shaping)
+    from .wandb_sink import check_available
+    check_available(cfg.logging.wandb)      # logging.wandb asked for: the package must be installed
     make_segmenter(cfg.episodes)
     if not tokenizer(cfg.meta_prover.termination_text, add_special_tokens=False)["input_ids"]:
         raise ConfigError("meta_prover.termination_text: encodes to no tokens")

@@ -5,7 +5,8 @@ episode index, cumulative and normalised regret).
 Every step's record holds the step metrics of docs/algorithm.md: reward, accuracy, progress/episode_<j> (mean
 progress of the j-th episode), regret, length, entropy, clip_fraction, kl, tokens_per_s, time/rollout and time/update,
 prefix_cache_hit_rate; plus loss, lr, grad_norm and the other loss statistics. Evaluation records carry
-"eval/..." keys and `"kind": "eval"`.
+"eval/..." keys and `"kind": "eval"`. With `logging.wandb.project` set, every scalar, the plots and the config go
+to Weights & Biases too (mrt.wandb_sink).
 """
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ import os
 
 class MetricsLogger:
     def __init__(self, out_dir: str, *, rank: int = 0, total_steps: int = 0, initial_step: int = 0,
-                 progress_bar: bool = True, tensorboard: bool = False):
+                 progress_bar: bool = True, tensorboard: bool = False, wandb=None, run_config: dict | None = None):
+        from .wandb_sink import check_available
         self.rank = rank
         self.out_dir = out_dir
         self.records: list[dict] = []
         self._file = None
         self._bar = None
         self._tb = None
+        self._wandb = None
+        use_wandb = check_available(wandb)      # every rank: a missing package is every rank's one-line error
         if rank != 0:
             return
         os.makedirs(out_dir, exist_ok=True)
@@ -55,6 +59,9 @@ class MetricsLogger:
                 self._tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
             except ImportError:
                 self.info("logging.tensorboard: tensorboard is not installed; skipping it")
+        if use_wandb:          # logging.wandb (mrt.wandb_sink): every scalar, the plots, the config
+            from .wandb_sink import WandbSink
+            self._wandb = WandbSink(wandb, out_dir, run_config)
 
     def info(self, msg: str) -> None:
         if self.rank != 0:
@@ -76,6 +83,8 @@ class MetricsLogger:
             for k, v in rec.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(rec)
         if self._bar is not None and advance:
             self._bar.update(1)
             post = {k: rec[k] for k in ("reward", "accuracy", "regret", "loss") if k in rec}
@@ -92,7 +101,11 @@ class MetricsLogger:
             self._file = None
         if self._tb is not None:
             self._tb.close()
-        return plot_metrics(self.records, self.out_dir) if plots else []
+        paths = plot_metrics(self.records, self.out_dir) if plots else []
+        if self._wandb is not None:
+            self._wandb.finish(paths)
+            self._wandb = None
+        return paths
 
 
 def _plain(v):

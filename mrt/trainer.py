@@ -505,7 +505,8 @@ class Trainer:
             cfg.save(os.path.join(cfg.logging.out_dir, "config.yaml"))
         skipped = write_skip_report(self.data_sources, cfg.logging.out_dir) if d.is_main else None
         log = MetricsLogger(cfg.logging.out_dir, rank=d.rank, total_steps=cfg.optim.steps, initial_step=self.step,
-                            progress_bar=cfg.logging.progress_bar, tensorboard=cfg.logging.tensorboard)
+                            progress_bar=cfg.logging.progress_bar, tensorboard=cfg.logging.tensorboard,
+                            wandb=cfg.logging.wandb, run_config=cfg.to_dict())
         log.info(f"mrt: {cfg.rl.algo} ({cfg.rl.advantage_mode}) on {len(self.train_data)} prompts, "
                  f"{cfg.optim.steps} steps x {cfg.optim.prompts_per_step} prompts x {cfg.rollout.group_size} "
                  f"samples, {d.world_size} rank(s) on {d.device}" + (f"; resumed at step {self.step}" if resumed
