@@ -11,10 +11,11 @@ Shaping terms (`shaping: [{fn: SPEC, weight: W}]`) are called the same way, retu
 Every failure is a RewardError (a ConfigError, so the entry point prints one `error: reward: ...` line and exits with
 2): the module or file cannot be imported, the function is missing or does not take three arguments, or a call
 raises, returns something that is not a number, or (the outcome reward) a value outside [0, 1]. The message names
-the function and, for a call, the data source and row.
+the function and, for a call, the row (0-based, in the data source).
 
-A file path is relative to the working directory (`mrt:` paths are inside the mrt package); the file is loaded once
-per process under a private module name, so two files both called `reward.py` do not collide.
+A module is looked up on sys.path, then in the working directory. A file path is relative to the working directory
+(`mrt:` paths are inside the mrt package); the file is loaded once per process under a private module name, so two
+files both called `reward.py` do not collide.
 """
 from __future__ import annotations
 
@@ -33,11 +34,6 @@ from .config import ConfigError, resolve_path
 
 class RewardError(ConfigError):
     """A user's reward function that cannot be loaded or misbehaves; the message starts with the config key."""
-
-
-def is_import_spec(name: str) -> bool:
-    """`module:function` or `file.py:function` (a built-in reward name has no colon)."""
-    return ":" in name
 
 
 def _split(spec: str, key: str) -> tuple[str, str]:
@@ -71,10 +67,13 @@ def _load_file(path: str, spec: str, key: str):
 
 
 def _load_module(where: str, spec: str, key: str):
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())      # last: a package in the working directory, as `python -m` would find it
     try:
         return importlib.import_module(where)
     except ModuleNotFoundError as exc:
-        if exc.name and where.startswith(exc.name) or exc.name == where:
+        # The module itself (or a parent package) is missing, not something it imports.
+        if exc.name and (where == exc.name or where.startswith(exc.name + ".")):
             raise RewardError(f"{key}: {spec}: no module named {exc.name!r} (is it installed, or on PYTHONPATH?)") \
                 from None
         raise RewardError(f"{key}: {spec}: importing {where} raised ModuleNotFoundError: {_short(exc)}") from None

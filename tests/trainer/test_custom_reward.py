@@ -230,3 +230,11 @@ def test_cli_errors_exit_2_naming_function_and_row(tmp_path, capsys):
     assert f"error: reward: {bad}:half returned 2.0 on row " in lines[0], lines[0]
     assert "must return a number in [0, 1]" in lines[0]
 
+
+
+def test_a_module_missing_a_dependency_is_not_itself_missing(tmp_path, monkeypatch):
+    (tmp_path / "needs_dep.py").write_text("import no_such_dependency_abc\n\ndef score(c, a, cols):\n    return 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RewardError, match=r"importing needs_dep raised ModuleNotFoundError: No module named "
+                                          r"'no_such_dependency_abc'"):
+        get_reward("needs_dep:score")
