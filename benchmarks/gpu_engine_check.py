@@ -40,11 +40,13 @@ TINY = dict(architecture="Qwen2ForCausalLM", vocab_size=512, hidden_size=64, int
             num_heads=4, num_kv_heads=2, head_dim=16, max_position_embeddings=1024, qkv_bias=True)
 
 SIZES = {
-    # graph_*: the graphs part; batch/prompt/new: decode; L/k/m/t/a: forks. max_model_len bounds the block tables.
+    # graph_*: the graphs part; batch/prompt/new: decode; L/k/m/t/a: forks. max_model_len bounds the block tables;
+    # num_blocks (of 16 tokens) holds the largest part (forks without sharing: k * m * (L + t + a) tokens), 1.9 GB
+    # at the gpu size: an engine left to size itself would take 90% of the free memory, for each engine alive.
     "tiny": dict(model=TINY, dtype="float32", device="cpu", graph_batch=5, graph_new=12, batch=4, prompt=16, new=16,
-                 L=96, k=2, m=2, t=4, a=8, max_model_len=256, repeats=1),
+                 L=96, k=2, m=2, t=4, a=8, max_model_len=256, num_blocks=512, repeats=1),
     "gpu": dict(model=R1_DISTILL_1P5B, dtype="bfloat16", device="cuda", graph_batch=48, graph_new=64, batch=64,
-                prompt=128, new=256, L=2048, k=4, m=4, t=32, a=64, max_model_len=4096, repeats=2),
+                prompt=128, new=256, L=2048, k=4, m=4, t=32, a=64, max_model_len=4096, num_blocks=4096, repeats=1),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -100,7 +102,7 @@ def _prompts(cfg: dict, n: int, length: int, seed: int) -> list[list[int]]:
 
 def _engine(model, cfg: dict, **kw):
     from mrt.rollout import Engine
-    return Engine(model, block_size=16, max_model_len=cfg["max_model_len"], **kw)
+    return Engine(model, block_size=16, max_model_len=cfg["max_model_len"], num_blocks=cfg["num_blocks"], **kw)
 
 
 # ---- 1. graphs ------------------------------------------------------------------------------------------------------
