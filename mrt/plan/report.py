@@ -22,8 +22,10 @@ def format_plan(p: dict) -> str:
              f"{m['heads']} heads / {m['kv_heads']} KV heads x {m['head_dim']}, vocab {m['vocab']}; "
              f"{p['kv_bytes_per_token'] / 1024:.1f} KiB of KV per token",
              f"device {p['gpus']} x {p['device']} ({p['profile']['memory_bytes'] / GB:.0f} GB, "
-             f"{p['profile']['bandwidth'] / 1e12:.2f} TB/s, {p['profile']['bf16_flops'] / 1e12:.0f} TFLOP/s bf16"
-             f"{', measured' if p['profile']['measured'] else ''}); training: {mem['strategy']}",
+             + (f"{p['profile']['bandwidth'] / 1e9:.1f} GB/s, {p['profile']['fp32_flops'] / 1e9:.0f} GFLOP/s fp32"
+                if p['device'] == 'cpu' else
+                f"{p['profile']['bandwidth'] / 1e12:.2f} TB/s, {p['profile']['bf16_flops'] / 1e12:.0f} TFLOP/s bf16")
+             + f"{', measured' if p['profile']['measured'] else ''}); training: {mem['strategy']}",
              "", "memory per GPU:"]
     rows = [("weights (training copy)", mem["weights"]), ("gradients", mem["gradients"]),
             ("optimizer states (AdamW)", mem["optimizer"]), ("generation copy (FSDP2)", mem["generation_copy"]),
