@@ -103,13 +103,19 @@ def encode_batch(tok, problems, rng, device="cpu", trace_fn=task.reference_trace
         prompt = tok(prompt_text(p), add_special_tokens=False)["input_ids"]
         trace = tok(trace_fn(p, rng), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         rows.append((prompt, trace))
+    ids, labels = _pad(rows, tok)
+    return ids.to(device), labels.to(device)
+
+
+def _pad(rows: list[tuple[list[int], list[int]]], tok) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompt, trace) id lists -> right-padded (ids, labels) (B, T): labels -100 on the prompt and padding."""
     T = max(len(a) + len(b) for a, b in rows)
     ids = torch.full((len(rows), T), tok.pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), T), -100, dtype=torch.long)
     for i, (a, b) in enumerate(rows):
         ids[i, :len(a) + len(b)] = torch.tensor(a + b)
         labels[i, len(a):len(a) + len(b)] = torch.tensor(b)
-    return ids.to(device), labels.to(device)
+    return ids, labels
 
 
 @torch.no_grad()
@@ -187,13 +193,7 @@ def bucketed_batches(tok, problems, rng, batch: int, trace_fn, buckets: int = 8)
         chunks = [rows[i:i + batch] for i in range(0, len(rows), batch)]
         rng.shuffle(chunks)
         for chunk in chunks:
-            T = max(len(a) + len(b) for a, b in chunk)
-            ids = torch.full((len(chunk), T), tok.pad_token_id, dtype=torch.long)
-            labels = torch.full((len(chunk), T), -100, dtype=torch.long)
-            for i, (a, b) in enumerate(chunk):
-                ids[i, :len(a) + len(b)] = torch.tensor(a + b)
-                labels[i, len(a):len(a) + len(b)] = torch.tensor(b)
-            yield ids, labels
+            yield _pad(chunk, tok)
 
 
 def train_countdown(args) -> None:
