@@ -11,8 +11,8 @@ One step:
 4. packed update by micro-batches (slices of the device batch) with gradient accumulation (`mrt.update`), optimizer
    and schedule step;
 5. metrics (`mrt.metrics_log`), checkpoints (`mrt.checkpoint`).
-Held-out evaluation (before and after, and every `eval.every` steps): greedy (by default) traces with the meta-prover
-at their boundaries; accuracy, and regret = sum over the trace's episodes of (1 - J), the final episode's J being
+Held-out evaluation (before and after, and every `eval.every` steps): `eval.samples` traces a problem sampled at
+`eval.temperature` (0.7 by default; 0 is greedy) with the meta-prover at their boundaries; accuracy, and regret = sum over the trace's episodes of (1 - J), the final episode's J being
 the trace's own outcome (so a correct trace without corrections has regret 0, a wrong one at least 1).
 Faults: a non-finite loss or gradient norm skips the step (logged); MAX_BAD_STEPS in a row stop the run. Ctrl-C
 writes a checkpoint of the last completed step and returns cleanly.
