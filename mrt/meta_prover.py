@@ -19,6 +19,7 @@ the problem's answer (the reward sees the forced answer as the model wrote it).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -136,13 +137,31 @@ class MetaProver:
                    prompt_branches=prompt_branches and cfg.prompt_branches, seed=seed)
 
     # ---- the engine hook ----------------------------------------------------------------------------------------
+    # It reads only what a SequenceView gives in O(1) (lengths, the new tokens, the last token): never a copy of the
+    # trace, which at every step of a 24k-token trace would be quadratic host time.
     def __call__(self, view) -> list[ForkRequest] | None:
         forks = self._prompt_forks(view)
         if self.fork_episodes:
-            P = len(view.prompt_token_ids)
-            forks += [ForkRequest(self.termination_ids, self.params, tag=BranchTag.episode(b), position=P + b)
-                      for b in self._new_boundaries(view)]
+            bounds = self._new_boundaries(view)
+            if bounds:
+                P = view.num_prompt_tokens
+                forks += [ForkRequest(self.termination_ids, self.params, tag=BranchTag.episode(b), position=P + b)
+                          for b in bounds]
         return forks
+
+    def wake_at(self, view) -> int | None:
+        """For the engine (Engine._call_hook), after a call on view: the output length from which this trace must be
+        shown again (its last step is shown anyway); None: every step. A trace whose stream can give no boundary any
+        more waits for its end (the bare-prompt branches fork on a sample's first call); the fixed segmenter waits
+        for its next chunk end; a text segmenter reads every token."""
+        if not self.fork_episodes:
+            return _AT_END
+        stream = self.streams.get((view.request_index, view.sample_index))
+        if stream is None:
+            return None
+        if stream.closed:
+            return _AT_END
+        return stream.tokens_needed()
 
     def _prompt_forks(self, view) -> list[ForkRequest]:
         """The bare-prompt branches, once per prompt (on whichever of its samples runs first)."""
@@ -150,21 +169,27 @@ class MetaProver:
             return []
         self._prompt_forked.add(view.request_index)
         return [ForkRequest(self.termination_ids, self.params, tag=BranchTag.prompt(),
-                            position=len(view.prompt_token_ids))]
+                            position=view.num_prompt_tokens)]
 
     def _new_boundaries(self, view) -> list[int]:
-        """Feed the step's new tokens to the trace's stream -> the boundaries now certain (all of them at its end)."""
+        """Feed the tokens new since the last call to the trace's stream -> the boundaries now certain (all of them at
+        its end). A closed stream (no boundary can come) is not fed: feeding it would decode text for nothing."""
         key = (view.request_index, view.sample_index)
         stream = self.streams.get(key)
         if stream is None:
             stream = self.streams[key] = self.segmenter.stream(self.tokenizer)
-        out = view.output_token_ids
-        new = stream.feed(out[len(out) - view.num_new_tokens:])
+        if stream.closed:
+            return []
+        new = stream.feed(view.new_token_ids)
         if self._ends_now(view):
             new = new + stream.finish()          # the trace ends this step: decide what waited for more text
         return new
 
     def _ends_now(self, view) -> bool:
-        out, P = view.output_token_ids, len(view.prompt_token_ids)
-        return len(out) >= self.max_tokens or (self.max_len is not None and P + len(out) >= self.max_len) \
-            or bool(out and out[-1] in self.stop_token_ids)
+        n_out, P = view.num_output_tokens, view.num_prompt_tokens
+        return n_out >= self.max_tokens or (self.max_len is not None and P + n_out >= self.max_len) \
+            or bool(n_out and view.output_token(-1) in self.stop_token_ids)
+
+
+# A wake_at that never comes before a trace's end: the engine shows the trace at its last step only.
+_AT_END = sys.maxsize

@@ -25,6 +25,7 @@ A trace cut at the largest budget has no own point: its last forced answer is it
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -82,20 +83,27 @@ class BudgetHook:
         self.num_forks = 0
 
     def __call__(self, seq) -> list | None:
+        """seq: a SequenceView; read in O(1) (its lengths and the token before each budget), never copied."""
         key = (seq.request_index, seq.sample_index)
         i = self.next_budget.get(key, 0)
-        out = seq.output_token_ids
+        n_out = seq.num_output_tokens
         reqs = []
-        while i < len(self.budgets) and self.budgets[i] <= len(out):
+        while i < len(self.budgets) and self.budgets[i] <= n_out:
             b = self.budgets[i]
             # A prefix that ends with the trace's own stop token is a finished trace: it answers for itself.
-            if not out[b - 1] in self.stop_token_ids:
+            if not seq.output_token(b - 1) in self.stop_token_ids:
                 reqs.append(self._fork(self.termination_ids, self.meta_params, tag=BranchTag.budget(b),
-                                       position=len(seq.prompt_token_ids) + b))
+                                       position=seq.num_prompt_tokens + b))
             i += 1
         self.next_budget[key] = i
         self.num_forks += len(reqs)
         return reqs or None
+
+    def wake_at(self, seq) -> int:
+        """For the engine (Engine._call_hook): the trace need not be shown again before its next budget (after the
+        last budget: only at its end, where the hook has nothing to do)."""
+        i = self.next_budget.get((seq.request_index, seq.sample_index), 0)
+        return self.budgets[i] if i < len(self.budgets) else sys.maxsize
 
 
 def generate_with_budgets(engine, prompts: list[list[int]], trace_params, budgets: Sequence[int],
@@ -134,11 +142,28 @@ def _chain(*hooks):
     """One generate hook that asks each hook in turn and forks everything they ask."""
     if len(hooks) == 1:
         return hooks[0]
+    return _Chain(hooks)
 
-    def hook(view):
-        forks = [f for h in hooks for f in (h(view) or ())]
+
+class _Chain:
+    """Hooks asked in turn. It needs a trace shown as soon as any of them does: wake_at is the earliest of theirs
+    (None, every step, when one of them has no wake_at or says None)."""
+
+    def __init__(self, hooks):
+        self.hooks = list(hooks)
+
+    def __call__(self, view):
+        forks = [f for h in self.hooks for f in (h(view) or ())]
         return forks or None
-    return hook
+
+    def wake_at(self, view) -> int | None:
+        wakes = []
+        for h in self.hooks:
+            w = h.wake_at(view) if hasattr(h, "wake_at") else None
+            if w is None:
+                return None
+            wakes.append(w)
+        return min(wakes)
 
 
 def _score_traces(outs, budgets: list[int], termination_text: str, reward) -> tuple[list, list]:

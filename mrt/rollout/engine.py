@@ -13,10 +13,11 @@ Sharing, all through the block manager's reference counts:
 - the n samples of a prompt: sample 0 prefills the prompt; when its last prompt token is computed, samples 1..n-1
   are forked from it with every prompt block shared and draw their first token from the same logits;
 - prompts with a common prefix: the hash-chained prefix cache (also how a preempted sequence resumes cheaply);
-- branches: `hook(view)` sees each running, non-branch sequence after a step that gave it new tokens and may return
-  ForkRequests; each spawns `params.n` branch sequences that share the parent's blocks up to the fork point (a
-  partly filled block is copied only when a branch writes into it); the continuation is computed once, by the first
-  branch, and the other n-1 share it as the n samples of a prompt do; then each samples its own answer.
+- branches: `hook(view)` sees each running, non-branch sequence after a step that gave it new tokens (a view that
+  copies nothing; a hook may skip steps it cannot act on, `_call_hook`) and may return ForkRequests; each spawns
+  `params.n` branch sequences that share the parent's blocks up to the fork point (a partly filled block is copied
+  only when a branch writes into it); the continuation is computed once, by the first branch, and the other n-1
+  share it as the n samples of a prompt do; then each samples its own answer.
   Their results come back on the parent's CompletionOutput.branches, each with its ForkRequest's tag as given (the
   engine never reads a tag: what it means is the hook's business).
 Stops: a token in `stop_token_ids` (None: the model's EOS ids; [] disables), a stop string in the decoded output
@@ -226,16 +227,26 @@ class Engine:
         return done
 
     def _call_hook(self, hook: Hook | None, seqs: list[Sequence], stats: GenerationStats) -> None:
-        """Show the hook each non-branch sequence that just sampled (finishing ones too) and fork what it asks."""
+        """Show the hook each non-branch sequence that just sampled (finishing ones too) and fork what it asks.
+
+        The view copies nothing (SequenceView.of); its new tokens are those since the hook last saw the sequence. A
+        hook with `wake_at(view) -> int | None` says, after each call, from which output length it next needs to see
+        that sequence (None: every step); until then the sequence is shown only at its last step."""
         if hook is None:
             return
+        wake_at = getattr(hook, "wake_at", None)
         for seq in seqs:
             if seq.is_branch:
                 continue
-            view = SequenceView(seq.request_index, seq.sample_index, seq.token_ids[:seq.num_prompt_tokens],
-                                seq.output_token_ids, seq.num_new_tokens)
+            n_out = len(seq.token_ids) - seq.num_prompt_tokens
+            if n_out < seq.hook_wake and seq.finish_reason is None:
+                continue
+            view = SequenceView.of(seq, n_out - seq.hook_seen)
+            seq.hook_seen = n_out
             for fork in hook(view) or ():
                 self._fork(seq, fork, stats)
+            if wake_at is not None:
+                seq.hook_wake = wake_at(view) or 0
 
     def _finish(self, done: list[Sequence]) -> None:
         for seq in done:

@@ -103,7 +103,9 @@ class Sequence:
     siblings: list["Sequence"] = field(default_factory=list, repr=False)
     seed_stream: int | None = None      # this sample's noise stream (from params.seed); None: unseeded
     branches: list["Sequence"] = field(default_factory=list, repr=False)
-    num_new_tokens: int = 0             # tokens sampled in the last step (for the hook)
+    num_new_tokens: int = 0             # tokens sampled in the last step
+    hook_seen: int = 0                  # output tokens the generate hook had seen when it last saw this sequence
+    hook_wake: int = 0                  # output tokens before which the hook need not see it (Engine._call_hook)
 
     def __post_init__(self):
         if not self.token_ids:
@@ -154,11 +156,87 @@ class Sequence:
         self.logprobs.append(float(logprob))
 
 
-@dataclass(frozen=True)
 class SequenceView:
-    """What the generate hook sees of a running (non-branch) sequence after a step that sampled new tokens."""
-    request_index: int
-    sample_index: int
-    prompt_token_ids: list[int]
-    output_token_ids: list[int]
-    num_new_tokens: int
+    """What the generate hook sees of a running (non-branch) sequence after a step that sampled new tokens.
+
+    Read-only, and made without copying the sequence (`SequenceView.of`): it holds the sequence's own token list and
+    the length it had when the view was made (tokens are only ever appended, so a view read later still shows that
+    step). The engine makes one per trace per step, so what it costs is on every step's critical path:
+    - O(1): `num_prompt_tokens`, `num_output_tokens`, `new_token_ids` (the tokens sampled since the hook last saw
+      this sequence, `num_new_tokens` of them), `output_token(i)`;
+    - O(length), a copy on each access: `prompt_token_ids`, `output_token_ids` (for hooks that want whole lists).
+    The constructor takes lists (tests, callers without a Sequence) and keeps a copy of them."""
+    __slots__ = ("_request_index", "_sample_index", "_num_new_tokens", "_tokens", "_num_prompt", "_len")
+
+    def __init__(self, request_index: int, sample_index: int, prompt_token_ids: list[int],
+                 output_token_ids: list[int], num_new_tokens: int):
+        prompt = list(prompt_token_ids)
+        self._set(request_index, sample_index, num_new_tokens, prompt + list(output_token_ids), len(prompt))
+
+    @classmethod
+    def of(cls, seq: "Sequence", num_new_tokens: int) -> "SequenceView":
+        """A view of seq as it is now, over its own token list (no copy)."""
+        view = cls.__new__(cls)
+        view._set(seq.request_index, seq.sample_index, num_new_tokens, seq.token_ids, seq.num_prompt_tokens)
+        return view
+
+    def _set(self, request_index, sample_index, num_new_tokens, tokens, num_prompt) -> None:
+        self._request_index, self._sample_index, self._num_new_tokens = request_index, sample_index, num_new_tokens
+        self._tokens, self._num_prompt, self._len = tokens, num_prompt, len(tokens)
+
+    @property
+    def request_index(self) -> int:
+        return self._request_index
+
+    @property
+    def sample_index(self) -> int:
+        return self._sample_index
+
+    @property
+    def num_new_tokens(self) -> int:
+        """Output tokens sampled since the hook last saw this sequence (1 when it sees it every step)."""
+        return self._num_new_tokens
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return self._num_prompt
+
+    @property
+    def num_output_tokens(self) -> int:
+        return self._len - self._num_prompt
+
+    @property
+    def new_token_ids(self) -> list[int]:
+        """The last num_new_tokens output tokens (a copy of those only)."""
+        return self._tokens[self._len - self._num_new_tokens:self._len]
+
+    def output_token(self, i: int) -> int:
+        """Output token i (i < 0 counts from the view's last token), without copying the output."""
+        n = self._len - self._num_prompt
+        if not -n <= i < n:
+            raise IndexError(f"output token {i} of a view with {n} output tokens")
+        return self._tokens[self._num_prompt + i if i >= 0 else self._len + i]
+
+    @property
+    def prompt_token_ids(self) -> list[int]:
+        """A copy of the prompt (O(prompt length): hooks on the engine's path read num_prompt_tokens instead)."""
+        return self._tokens[:self._num_prompt]
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        """A copy of the output so far (O(length): hooks on the engine's path read new_token_ids / output_token)."""
+        return self._tokens[self._num_prompt:self._len]
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, SequenceView):
+            return NotImplemented
+        return (self._request_index, self._sample_index, self._num_new_tokens, self._num_prompt,
+                self._tokens[:self._len]) == (other._request_index, other._sample_index, other._num_new_tokens,
+                                              other._num_prompt, other._tokens[:other._len])
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return (f"SequenceView(request_index={self._request_index}, sample_index={self._sample_index}, "
+                f"num_prompt_tokens={self._num_prompt}, num_output_tokens={self.num_output_tokens}, "
+                f"num_new_tokens={self._num_new_tokens})")
