@@ -71,7 +71,7 @@ def make_plan(config: str | None, overrides: list[str], *, gpu: str = "h100", gp
         "mrt_over_grpo": ratios.get("mrt"),
         "mrt_over_grpo_by_variant": ratios,
         # The meta-prover hook's host time (Python per trace and step, inside the rollout parts' launch seconds),
-        # and MRT / GRPO were it free (an incremental hook that copies nothing and detokenises in batches).
+        # and MRT / GRPO were it free (detokenising in batches or off the step's critical path).
         "meta_prover_hook_seconds": None if mrt is None else mrt.rollout.hook_seconds,
         "mrt_over_grpo_without_hook_host": None if mrt is None else (mrt.seconds - mrt.rollout.hook_seconds) / g,
         "meta_prefix_kv": None if mrt is None else {

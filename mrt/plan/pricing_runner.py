@@ -11,10 +11,12 @@ returns (the batch rows to sample, with an empty logits tensor) while adding the
   inside meta_prefill / meta_decode and reported apart; with `cascade=True` a fork group's decode reads that prefix
   once per step for all its branches (a shared-prefix decode attention), the rest of each branch's context alone.
 
-Host time of the meta-prover's hook (`hook=True`): `hook_seq_s` per trace that sampled, plus `hook_len_s` per token
-of its sequence: the engine builds each trace's `SequenceView` from copies of its prompt and output lists every step
-(mrt.rollout.engine `_call_hook`), O(length) per step and O(length^2) over a trace, which at 24k-token traces is
-seconds of Python per rank.
+Host time of the meta-prover's hook (`hook=True`): `hook_seq_s` per trace shown to it (one that sampled and whose
+hook still needs every step: `seq.hook_wake == 0`; a trace whose segmenter can give no boundary any more, or a
+fixed segmenter's between chunk ends, is not shown, mrt.rollout.engine `_call_hook`), plus `hook_len_s` per token of
+its sequence. The engine's view copies nothing and the hook reads only the new tokens, so the profiles' `hook_len_s`
+is 0; it stays for pricing a hook that copies its trace every step (O(length) per step, O(length^2) a trace: the
+engine before its views stopped copying cost ~3 ns a token there, seconds of Python per rank at 24k-token traces).
 
 CUDA graphs (`cuda_graphs=True`, GPU profiles; mrt/rollout/cuda_graphs.py): a step where every sequence has exactly
 one new token replays a captured graph, GRAPH_STEP_LAUNCHES launches instead of a forward's; any prefill (a prompt,
@@ -65,7 +67,8 @@ class PricingRunner:
         pre_rows, pre_sampled = defaultdict(float), defaultdict(float)
         decodes: list[tuple[str, int]] = []
         self._dec = []                   # decode tokens of each scheduled sequence, in batch order
-        hook_len = 0                     # tokens the hook's views copy (prompt + output of each trace it sees)
+        hook_len = 0                     # tokens of the traces shown to the hook (a copying hook's cost)
+        self._hooked = []                # decode tokens of each trace shown to the hook, max(d, 1)
         pairs, reads = defaultdict(float), defaultdict(float)
         groups: dict[int, tuple[int, list[int]]] = {}
         which = []
@@ -79,8 +82,9 @@ class PricingRunner:
             ready = c + n == len(seq)
             if ready:
                 which.append(i)
-                if branch is None:
+                if branch is None and not seq.hook_wake:
                     hook_len += max(d, 1) * len(seq)
+                    self._hooked.append(max(d, 1))
             if p:
                 rec = max(0, min(c + p, seq.max_computed) - c)
                 kind = "recompute" if rec * 2 > p else ("meta_prefill" if branch else "rollout_prefill")
@@ -138,7 +142,7 @@ class PricingRunner:
                     rows[kind] += 1
                     sampled[kind] += 1
                     num_seqs += j > 0
-            hooked = sampled["rollout_decode"] + sampled["rollout_prefill"] if self.hook else 0
+            hooked = sum(1 for d in self._hooked if d > j) if self.hook else 0
             total_rows, total_sampled = sum(rows.values()), sum(sampled.values())
             device = attn_per_step
             for kind, r in rows.items():

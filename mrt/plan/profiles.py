@@ -8,8 +8,10 @@ mrt/plan/pricing_runner.py), `host_step_s` / `host_seq_s` the engine's own Pytho
 sequence (scheduler, inputs, sampler, stop checks), `hook_seq_s` the meta-prover's hook per trace per step (online
 segmentation detokenises each new token); none of it overlaps the device work, because each step ends by reading the
 sampled tokens back. The GPU profiles' host figures are estimates for a server core (this machine's probe measures
-about 0.2 ms, 10 us and 15-35 us at one thread on the tiny model's word-level tokenizer; a 151k-entry BPE
-detokenises slower, hence 40 us).
+about 0.2 ms and 10 us at one thread). The hook's 10 us: `benchmarks/bench_hook.py` measures the whole hook path
+(the engine's view, the R1 preset's markers segmenter on the real 151k-entry Qwen2.5 BPE) at 6-7 us a trace a step
+here, flat from 1k to 16k tokens, with a margin for a host that also feeds 8 GPUs. `hook_len_s`, a cost per token of
+the trace per step, is 0: the engine's view copies nothing (before it did, ~3 ns a token, O(length^2) a trace).
 
 H100 SXM5: 989 TFLOP/s dense bf16, 67 TFLOP/s fp32 (no TF32: torch's matmul default), 3.35 TB/s HBM3, 80 GB.
 H200 SXM: the same chip with 4.8 TB/s HBM3e and 141 GB. NVLink 4: 450 GB/s each way per GPU (collectives reach about
@@ -42,8 +44,8 @@ class DeviceProfile:
     launches_per_step: float = 30.0  # embedding, final norm, head, sampler, metadata copies
     host_step_s: float = 1.0e-3      # engine Python per step
     host_seq_s: float = 12e-6        # engine Python per scheduled sequence per step
-    hook_seq_s: float = 40e-6        # the meta-prover hook per trace per step (online segmentation, detokenising)
-    hook_len_s: float = 3e-9         # ... and per token of the trace: the engine copies its lists into the view
+    hook_seq_s: float = 10e-6        # the meta-prover hook per trace per step (online segmentation, detokenising)
+    hook_len_s: float = 0.0          # ... and per token of the trace (0: the engine's view copies nothing)
     weight_rate: float = 0.0         # bytes/s of a product streaming its weight with few rows (0: byte_rate)
     cache_bytes: float = 0.0         # activations smaller than this stay in cache: their traffic costs no bandwidth
     interconnect: float = 3.4e11     # bytes/s a collective moves per GPU (0: none)
@@ -120,8 +122,6 @@ def probe_cpu(seconds: float = 0.4, shape=None) -> DeviceProfile:
     host_step, host_seq, hook_seq, ops, fwd_s, layers = probe_engine_host()
     # The tiny model's forward is nearly all dispatch: its median time over its ATen op count is one op's cost.
     op, per_layer = fwd_s / ops, max(ops - 30, 0) / layers
-    tokens = list(range(16384))
-    per_token = best(lambda: (tokens[:100], tokens[100:]), seconds / 4) / len(tokens)
     cache = _l2_bytes()
     mem = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     # Efficiencies are 1: the probe measured what these ops reach here, not a datasheet peak. bf16 on this CPU has
@@ -130,7 +130,7 @@ def probe_cpu(seconds: float = 0.4, shape=None) -> DeviceProfile:
                          weight_rate=stream, cache_bytes=cache,
                          flops_efficiency=1.0, bandwidth_efficiency=1.0, launch_s=op, launches_per_layer=per_layer,
                          launches_per_step=30.0, host_step_s=host_step,
-                         host_seq_s=host_seq, hook_seq_s=hook_seq, hook_len_s=per_token, interconnect=0.0,
+                         host_seq_s=host_seq, hook_seq_s=hook_seq, hook_len_s=0.0, interconnect=0.0,
                          context_bytes=0.0,
                          measured=True)
 

@@ -70,7 +70,7 @@ def format_plan(p: dict) -> str:
         if d["seconds"] > 0:
             lines.append(f"  {part:<26}{_si(d['flops']):>10}FLOP {_si(d['bytes']):>10}B  bound: {d['bound']}")
     if p.get("meta_prover_hook_seconds") is not None:
-        lines.append(f"meta-prover hook on the host (online segmentation, per-step views): "
+        lines.append(f"meta-prover hook on the host (online segmentation): "
                      f"{p['meta_prover_hook_seconds']:.2f} s of the MRT step; MRT / GRPO without it: "
                      f"{p['mrt_over_grpo_without_hook_host']:.3f}")
     mp = p.get("meta_prefix_kv")

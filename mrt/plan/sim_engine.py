@@ -8,7 +8,10 @@ sibling sharing, forks and preemptions exactly as a run meets them. Three parts 
   (token ids are drawn from a cycled random stream; block hashes chain on the prefix, so no two prompts collide);
 - the hook is the meta-prover's forking rule without the text: the bare-prompt branches on a prompt's first sampled
   step (when `prompt_branches`), and a fork at each scripted boundary b once the trace has b + MARKER_LAG completion
-  tokens (the real segmenter forks as soon as the marker's word is complete), or at its end.
+  tokens (the real segmenter forks as soon as the marker's word is complete), or at its end. Like the real hook's
+  `wake_at` (mrt.meta_prover), it marks a trace the engine need not show it any more (`seq.hook_wake`) once the
+  trace has `max_episodes - 1` boundaries, and from the start with the fixed segmenter (it wakes only at chunk
+  ends); the pricing runner charges the hook's host time only for traces still shown.
 Variant `share_forks=False` (no prefix sharing): prefix caching is off and each of a fork's m branches is a fresh
 sequence that prefills the parent's prefix and the termination text itself (bench_rollout's method (ii)).
 
@@ -22,6 +25,7 @@ those tokens of the prefix). With k = 1 it is the engine's own step sequence.
 from __future__ import annotations
 
 import random
+import sys
 
 from ..rollout.block_manager import BlockManager
 from ..rollout.engine import Engine
@@ -72,9 +76,14 @@ class SimEngine(Engine):
         return self._stream[i:i + n]
 
     # ---- one simulated generate call ----------------------------------------------------------------------------
-    def simulate(self, workload: Workload, *, max_new_tokens: int, meta=None) -> GenerationStats:
-        """Run the workload's traces (and the meta-prover's branches when `meta` is a MetaProverConfig) to the end."""
+    def simulate(self, workload: Workload, *, max_new_tokens: int, meta=None, episodes=None) -> GenerationStats:
+        """Run the workload's traces (and the meta-prover's branches when `meta` is a MetaProverConfig) to the end;
+        `episodes` (an EpisodesConfig) says when the real hook stops needing a trace (None: never)."""
         self._meta = meta
+        self._max_boundaries = None if episodes is None or episodes.max_episodes is None \
+            else episodes.max_episodes - 1
+        self._fixed = episodes is not None and episodes.segmenter == "fixed"
+        self._forked: dict[int, int] = {}
         self._term = self._tokens(workload.termination_tokens)
         self._answer = max(1, round(workload.answer_tokens))
         if meta is not None:
@@ -141,6 +150,10 @@ class SimEngine(Engine):
             while pending and (ends or pending[0] + MARKER_LAG <= out):
                 b = pending.pop(0)
                 forks.append(ForkRequest(self._term, self._branch_params, tag=("episode", b), position=P + b))
+                self._forked[seq.seq_id] = self._forked.get(seq.seq_id, 0) + 1
+        cap = self._max_boundaries
+        if self._fixed or (cap is not None and self._forked.get(seq.seq_id, 0) >= cap):
+            seq.hook_wake = sys.maxsize     # the real hook's wake_at: not shown again before its end
         return forks
 
     def _fork(self, parent: Sequence, req: ForkRequest, stats: GenerationStats) -> None:

@@ -117,7 +117,8 @@ def simulate_rollout(cfg, shape: ModelShape, profile: DeviceProfile, workload: W
                     max_model_len=shape.context, coarsen=coarsen, share_forks=variant != "no_prefix_sharing",
                     seed=seed)
     t0 = time.perf_counter()
-    stats = eng.simulate(workload, max_new_tokens=r.max_new_tokens, meta=cfg.meta_prover if meta else None)
+    stats = eng.simulate(workload, max_new_tokens=r.max_new_tokens, meta=cfg.meta_prover if meta else None,
+                         episodes=cfg.episodes if meta else None)
     kvb = shape.kv_bytes_per_token
     return RolloutPlan(runner.parts, stats.as_dict(), runner.prefix_kv_reads * kvb, runner.cascade_saved_reads * kvb,
                        runner.forwards, time.perf_counter() - t0, coarsen, runner.graph_steps, runner.hook_seconds)
