@@ -107,6 +107,17 @@ def encode_batch(tok, problems, rng, device="cpu", trace_fn=task.reference_trace
     return ids.to(device), labels.to(device)
 
 
+def sft_step(model, opt, sched, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """One supervised step on (ids, labels) (B, T): cross-entropy on the trace tokens, gradients clipped to norm 1."""
+    loss = model(input_ids=ids, labels=labels).loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return loss
+
+
 def _pad(rows: list[tuple[list[int], list[int]]], tok) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt, trace) id lists -> right-padded (ids, labels) (B, T): labels -100 on the prompt and padding."""
     T = max(len(a) + len(b) for a, b in rows)
@@ -227,13 +238,7 @@ def train_countdown(args) -> None:
     model.train()
     batches = bucketed_batches(tok, train, rng, args.batch, countdown.search_trace)
     for step in range(1, args.steps + 1):
-        ids, labels = next(batches)
-        loss = model(input_ids=ids, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        loss = sft_step(model, opt, sched, *next(batches))
         last = step == args.steps or time.process_time() - c0 > 60 * args.max_minutes
         if step % args.eval_every == 0 or last:
             ev = sampled_eval(model, tok, heldout, args.eval_tokens, seed=args.seed)
@@ -295,13 +300,7 @@ def main(argv=None):
     t0, acc = time.time(), 0.0
     model.train()
     for step in range(1, args.steps + 1):
-        ids, labels = encode_batch(tok, rng.sample(train, args.batch), rng)
-        loss = model(input_ids=ids, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        loss = sft_step(model, opt, sched, *encode_batch(tok, rng.sample(train, args.batch), rng))
         if step % args.eval_every == 0:
             acc = greedy_accuracy(model, tok, heldout)
             print(f"step {step:5d}  loss {loss.item():.4f}  held-out greedy accuracy {acc:.3f}  "
