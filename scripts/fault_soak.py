@@ -246,7 +246,7 @@ class _Forked:
         self.send_signal(signal.SIGKILL)
 
 
-FORK = False     # set by the tests: children by os.fork instead of new interpreters (see warm_up)
+FORK = False     # main() without --subprocess: children by os.fork of this warmed-up process (see warm_up)
 
 
 def warm_up(work: str) -> None:
