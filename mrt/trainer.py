@@ -168,8 +168,7 @@ class Trainer:
         # groups are biased towards 0.5 and are logged apart, as reward_kept). Sums by name, reduced with the rest.
         stats = self._group_stats(batch)
         info["drawn"] = {"drawn": len(batch), "reward": _total(batch.rewards), "accuracy": _total(batch.correct),
-                         "zero_variance_groups": _zero_variance_groups(batch), "groups": _num_groups(batch),
-                         **self._signal_counts(stats)}
+                         "groups": _num_groups(batch), **self._signal_counts(stats)}
         info["rounds"], info["prompts_generated"] = 1, quota
         if not self.cfg.rl.dynamic_sampling or quota == 0:
             return batch, info
@@ -246,13 +245,13 @@ class Trainer:
         return _select_groups(batch, g, keep)
 
     def _signal_counts(self, stats) -> dict:
-        """Of the drawn groups (stats: `_group_stats`): how many have no signal by their advantages, how many of the
-        outcome-tied ones do (a progress spread), and the sum of the tied groups' advantage spreads; logged whatever
-        the filter."""
+        """Of the drawn groups (stats: `_group_stats`): how many are outcome-tied (all right or all wrong: their GRPO
+        advantages are all zero), how many have no signal by their advantages, how many of the tied ones do (a
+        progress spread), and the sum of the tied groups' advantage spreads; logged whatever the filter."""
         _, mixed, spread = stats
         signal, tied = spread > self.cfg.rl.dynamic_sampling_min_spread, ~mixed
-        return {"no_signal_groups": int((~signal).sum()), "tied_groups_with_signal": int((tied & signal).sum()),
-                "tied_group_spread": _total(spread[tied])}
+        return {"zero_variance_groups": int(tied.sum()), "no_signal_groups": int((~signal).sum()),
+                "tied_groups_with_signal": int((tied & signal).sum()), "tied_group_spread": _total(spread[tied])}
 
     # ---- advantages ---------------------------------------------------------------------------------------------
     def advantages(self, batch: RolloutBatch):
@@ -607,11 +606,6 @@ def _advantage_spread(batch: RolloutBatch, advantages: torch.Tensor) -> tuple[to
 
 def _num_groups(batch: RolloutBatch) -> int:
     return int(torch.unique(batch.group_ids).numel())
-
-
-def _zero_variance_groups(batch: RolloutBatch) -> int:
-    """Groups whose rewards are all equal (all right or all wrong): their GRPO advantages are all zero."""
-    return int((~_group_spread(batch)[1]).sum())
 
 
 def _select_groups(batch: RolloutBatch, g: torch.Tensor, keep: torch.Tensor) -> RolloutBatch:

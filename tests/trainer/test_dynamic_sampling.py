@@ -6,7 +6,7 @@ import pytest
 from mrt.eval.metrics import normalised_regret
 from mrt.rollout_batch import RolloutBatch, Trace
 from mrt.seeds import derive_seed
-from mrt.trainer import Trainer, _group_spread, _select_groups, _zero_variance_groups
+from mrt.trainer import Trainer, _group_spread, _select_groups
 
 from .trainer_helpers import tiny_config
 
@@ -22,7 +22,7 @@ def _mixed_groups(batch):
 def test_zero_variance_and_mixed_groups():
     batch = RolloutBatch.from_traces([_trace(0, 1.0), _trace(0, 1.0), _trace(1, 0.0), _trace(1, 1.0),
                                       _trace(2, 0.0), _trace(2, 0.0), _trace(3, 0.5)])
-    assert _zero_variance_groups(batch) == 3           # groups 0 (all right), 2 (all wrong), 3 (one trace)
+    assert int((~_group_spread(batch)[1]).sum()) == 3  # groups 0 (all right), 2 (all wrong), 3 (one trace)
     assert [t.group for t in _mixed_groups(batch).traces] == [1, 1]
 
 
