@@ -1,6 +1,6 @@
 """Our GRPO against TRL's GRPOTrainer (the peer) on the same model, task, prompts and settings, for the same samples.
 
-Both train mrt/assets/tiny_model on the synthetic arithmetic task's training problems, with the task's verifier as
+Both train mrt/assets/tiny_arithmetic_model (the preset configs/tiny_arithmetic_mrt.yaml) on the synthetic arithmetic task's training problems, with the task's verifier as
 the only reward, for `--steps` steps of B prompts x G samples (the embedded default's B, G, lengths, temperature,
 lr, AdamW and schedule, from mrt.config). Matched on purpose:
 - prompts: TRL gets our trainer's exact prompt texts in our trainer's exact order (its dataset is not shuffled), and
@@ -39,6 +39,8 @@ import torch  # noqa: E402
 
 from mrt.config import load_config  # noqa: E402
 
+PRESET = ROOT / "configs" / "tiny_arithmetic_mrt.yaml"   # the task TRL's side is compared on
+
 TRL_MISSING = ("TRL is not installed, so its GRPOTrainer is skipped: install it with `.venv/bin/pip install trl` "
                "(the `bench` extra of pyproject.toml) to run the comparison")
 UNMATCHED = [
@@ -56,7 +58,7 @@ UNMATCHED = [
 
 
 def our_overrides(args) -> list[str]:
-    """train.py overrides of our GRPO side (everything else is the embedded default)."""
+    """train.py overrides of our GRPO side (everything else is the arithmetic preset)."""
     return ["--rl.algo", "grpo", "--rl.dynamic_sampling", "false", "--meta_prover.enabled", "false", "--rl.eps",
             "1e-4", "--seed", str(args.seed),
             "--optim.steps", str(args.steps), "--eval.every", "0", "--eval.held_out", "8", "--eval.samples", "1",
@@ -64,7 +66,8 @@ def our_overrides(args) -> list[str]:
 
 
 def train_ours(args, out_dir: Path) -> dict:
-    cmd = [sys.executable, str(ROOT / "train.py"), *our_overrides(args), "--logging.out_dir", str(out_dir)]
+    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(PRESET), *our_overrides(args),
+           "--logging.out_dir", str(out_dir)]
     print("+", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
@@ -189,10 +192,10 @@ def report(rows: list[dict], samples: int, base: float) -> str:
 
 def run_seed(args, runs: Path, trl_version: str | None) -> tuple[list[dict], dict, list[str]]:
     """Train both sides with args.seed and evaluate them: (rows of the two trainers, eval results, unmatched)."""
-    cfg = load_config(None, our_overrides(args))        # the settings both sides use
+    cfg = load_config(str(PRESET), our_overrides(args))        # the settings both sides use
     ours = train_ours(args, runs / "ours")
     theirs = train_trl(cfg, args, runs / "trl") if trl_version else None
-    models = {"base": str(ROOT / "mrt" / "assets" / "tiny_model"), "ours": ours["model"]}
+    models = {"base": str(ROOT / "mrt" / "assets" / "tiny_arithmetic_model"), "ours": ours["model"]}
     if theirs:
         models["trl"] = theirs["model"]
     results = evaluate(cfg, args, models, runs / "eval")
@@ -247,14 +250,14 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench_results" / "learning_vs_trl.json"))
     args = ap.parse_args()
     if args.steps is None:
-        args.steps = load_config(None, []).optim.steps
+        args.steps = load_config(str(PRESET), []).optim.steps
     try:
         import trl
         trl_version = trl.__version__
     except ImportError:
         trl_version = None
         print(TRL_MISSING, flush=True)
-    cfg = load_config(None, our_overrides(args))
+    cfg = load_config(str(PRESET), our_overrides(args))
     n_samples = args.steps * cfg.optim.prompts_per_step * cfg.rollout.group_size
     per_seed, unmatched = [], list(UNMATCHED)
     for s in range(args.seed, args.seed + args.seeds):

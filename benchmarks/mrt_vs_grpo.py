@@ -72,9 +72,9 @@ class Task:
 
 
 TASKS = {
-    "arithmetic": Task("arithmetic", ("configs/tiny_arithmetic_mrt.yaml", "configs/tiny_mrt.yaml"), answer_tokens=8,
+    "arithmetic": Task("arithmetic", ("configs/tiny_arithmetic_mrt.yaml",), answer_tokens=8,
                        curve_every=8, vote="the extracted final value (one right answer a problem)"),
-    "countdown": Task("countdown", ("configs/tiny_countdown_mrt.yaml", "configs/tiny_mrt.yaml"), answer_tokens=16,
+    "countdown": Task("countdown", ("configs/tiny_mrt.yaml",), answer_tokens=16,
                       curve_every=10, vote="the expression as written (many expressions are right, so two right "
                       "ones split the vote: read pass@k beside it)"),
 }

@@ -1,4 +1,6 @@
-"""Make the embedded default's model: mrt/assets/tiny_model (Hugging Face layout, LlamaForCausalLM).
+"""Make the tiny models the presets ship (Hugging Face layout, LlamaForCausalLM): the embedded default's,
+mrt/assets/tiny_model (`--task countdown`, the default), and chain arithmetic's, mrt/assets/tiny_arithmetic_model
+(`--task arithmetic`, described first: countdown builds on it).
 
 1. A word-level tokenizer (`tokenizers`) over the chain-arithmetic traces of `mrt.tasks.arithmetic`: every number
    0..199 is one token (with and without a leading space), words carry their leading space, blank lines are one
@@ -9,10 +11,10 @@
    steps; training stops at the first check at or above `--target-acc` (default 0.4), so RL starts from a model that is
    right on some problems and wrong on others.
 
-Run: `python scripts/make_tiny_model.py` (about 5 minutes on 2 CPU cores). Deterministic for a given --seed and thread
+Run: `python scripts/make_tiny_model.py --task arithmetic` (about 5 minutes on 2 CPU cores). Deterministic for a given --seed and thread
 count.
 
-`--task countdown` makes mrt/assets/tiny_countdown_model instead: the same tokenizer rules with the words of
+`--task countdown` (the default) makes mrt/assets/tiny_model: the same tokenizer rules with the words of
 `mrt.tasks.countdown`, the same Llama with 512 positions (room for budget forcing past the training budget), SFT on
 its random-search traces (failed attempts, checks, "Wait", backtracks, a final answer) for `--steps` or
 `--max-minutes`, whichever ends first; the checks measure sampled held-out accuracy and the share of written steps
@@ -36,8 +38,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from mrt.tasks import arithmetic as task  # noqa: E402
 from mrt.tasks import countdown  # noqa: E402
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mrt", "assets", "tiny_model")
-OUT_COUNTDOWN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mrt", "assets", "tiny_countdown_model")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mrt", "assets", "tiny_arithmetic_model")
+OUT_COUNTDOWN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mrt", "assets", "tiny_model")
 ARITHMETIC_WORDS = ["Question", "Answer", "So", "the", "answer", "is", "The", "Wait", "let", "me", "check", "redo",
                     "it", "Time", "up", "final", "step", "by"]
 SPECIALS = ["<pad>", "<unk>", "<eos>"]
@@ -60,7 +62,7 @@ def prompt_text(problem) -> str:
 
 def build_tokenizer(extra_words=(), model_max_length: int = 256):
     """The word-level tokenizer: the arithmetic words plus extra_words (a task's own words), numbers 0..199,
-    punctuation; without extra_words, the vocabulary of mrt/assets/tiny_model."""
+    punctuation; without extra_words, the vocabulary of mrt/assets/tiny_arithmetic_model."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -253,9 +255,9 @@ def train_countdown(args) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", choices=["arithmetic", "countdown"], default="arithmetic",
-                    help="arithmetic: mrt/assets/tiny_model (the defaults below); countdown: "
-                         "mrt/assets/tiny_countdown_model (defaults: --steps 1500 --batch 32 --eval-every 250 "
+    ap.add_argument("--task", choices=["arithmetic", "countdown"], default="countdown",
+                    help="arithmetic: mrt/assets/tiny_arithmetic_model (the defaults below); countdown: "
+                         "mrt/assets/tiny_model (defaults: --steps 1500 --batch 32 --eval-every 250 "
                          "--eval-problems 128 --max-minutes 14)")
     ap.add_argument("--out", default=None, help="output folder (default: the task's asset folder)")
     ap.add_argument("--seed", type=int, default=0)

@@ -4,12 +4,13 @@ import pytest
 
 from .real_models import QWEN_TOKENIZER_DIR as QWEN_TOKENIZER, ROOT, FIXTURES, import_script  # noqa: F401
 
-TINY_MODEL = os.path.join(ROOT, "mrt", "assets", "tiny_model")
+TINY_MODEL = os.path.join(ROOT, "mrt", "assets", "tiny_model")                        # countdown: the default
+ARITHMETIC_MODEL = os.path.join(ROOT, "mrt", "assets", "tiny_arithmetic_model")
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    """The embedded model's tokenizer (built in memory by the script that makes the model: same vocabulary)."""
+    """The arithmetic model's tokenizer (built in memory by the script that makes the model: same vocabulary)."""
     return import_script("make_tiny_model").build_tokenizer()
 
 

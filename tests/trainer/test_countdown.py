@@ -11,10 +11,10 @@ from mrt.tasks import countdown as task
 
 from .conftest import ROOT, import_script
 
-COUNTDOWN_MODEL = os.path.join(ROOT, "mrt", "assets", "tiny_countdown_model")
+COUNTDOWN_MODEL = os.path.join(ROOT, "mrt", "assets", "tiny_model")          # the embedded default
 needs_model = pytest.mark.skipif(not os.path.isfile(os.path.join(COUNTDOWN_MODEL, "model.safetensors")),
-                                 reason="mrt/assets/tiny_countdown_model not made yet "
-                                        "(python scripts/make_tiny_model.py --task countdown)")
+                                 reason="mrt/assets/tiny_model not made yet "
+                                        "(python scripts/make_tiny_model.py)")
 
 
 @pytest.fixture(scope="module")
@@ -234,10 +234,11 @@ def test_wired_like_arithmetic(tokenizer):
     assert all(task.split_of(x) == "heldout" for x in ev.problems) and ev.answers == ev.problems
     v = get_verifier(ev.verifier)
     assert v.extract("\\boxed{7*3+9}") == "7 * 3 + 9" and v.reward("\\boxed{7*3+9}", P.text) == 1.0
-    cfg = load_config(os.path.join(ROOT, "configs", "tiny_countdown_mrt.yaml"))
+    cfg = load_config(os.path.join(ROOT, "configs", "tiny_mrt.yaml"))
+    assert cfg == load_config(None)      # countdown is the embedded default
     assert cfg.reward == "countdown" and cfg.data.path == "countdown"
     assert cfg.meta_prover.termination_text == task.TERMINATION_TEXT
-    assert cfg.model.path == "mrt:assets/tiny_countdown_model"
+    assert cfg.model.path == "mrt:assets/tiny_model"
 
 
 @needs_model
@@ -262,7 +263,7 @@ def test_two_training_steps_of_the_preset(tmp_path):
     the run ends with its held-out evaluation."""
     from mrt.config import load_config
     from mrt.trainer import Trainer
-    cfg = load_config(os.path.join(ROOT, "configs", "tiny_countdown_mrt.yaml"), [
+    cfg = load_config(os.path.join(ROOT, "configs", "tiny_mrt.yaml"), [
         "--optim.steps", "2", "--optim.prompts_per_step", "2", "--rollout.group_size", "4",
         "--rl.dynamic_sampling_max_rounds", "2", "--eval.held_out", "4", "--eval.samples", "1",
         "--logging.out_dir", str(tmp_path), "--logging.progress_bar", "false", "--logging.plots", "false",

@@ -8,10 +8,11 @@ import torch
 
 from mrt.tasks import arithmetic as task
 
-from .conftest import ROOT, TINY_MODEL
+from .conftest import ARITHMETIC_MODEL as TINY_MODEL, ROOT
 
 needs_model = pytest.mark.skipif(not os.path.isfile(os.path.join(TINY_MODEL, "model.safetensors")),
-                                 reason="mrt/assets/tiny_model not made yet (python scripts/make_tiny_model.py)")
+                                 reason="mrt/assets/tiny_arithmetic_model not made yet "
+                                        "(python scripts/make_tiny_model.py --task arithmetic)")
 
 
 @needs_model
@@ -60,7 +61,7 @@ def test_script_smoke(tmp_path):
     finally:
         sys.path.pop(0)
     out = str(tmp_path / "m")
-    make_tiny_model.main(["--out", out, "--steps", "2", "--eval-every", "2", "--eval-problems", "4", "--batch", "4"])
+    make_tiny_model.main(["--task", "arithmetic", "--out", out, "--steps", "2", "--eval-every", "2", "--eval-problems", "4", "--batch", "4"])
     from transformers import AutoModelForCausalLM, AutoTokenizer
     AutoModelForCausalLM.from_pretrained(out)
     assert len(AutoTokenizer.from_pretrained(out)) == len(make_tiny_model.build_tokenizer())
