@@ -13,7 +13,7 @@ import time
 import torch
 import transformers
 
-from mrt.models import CausalLM, ModelConfig, packed_metadata, packed_positions
+from mrt.models import ArchConfig, CausalLM, packed_metadata, packed_positions
 
 SIZES = {
     "cpu": dict(arch="Qwen2", hidden=256, inter=704, layers=4, heads=8, kv=2, vocab=4096, batch=8, min_len=32,
@@ -48,7 +48,7 @@ def main():
     s = SIZES[args.size]
     torch.manual_seed(0)
     arch = s["arch"]
-    config = ModelConfig(architecture=f"{arch}ForCausalLM", vocab_size=s["vocab"], hidden_size=s["hidden"],
+    config = ArchConfig(architecture=f"{arch}ForCausalLM", vocab_size=s["vocab"], hidden_size=s["hidden"],
                          intermediate_size=s["inter"], num_layers=s["layers"], num_heads=s["heads"],
                          num_kv_heads=s["kv"], head_dim=s["hidden"] // s["heads"], max_position_embeddings=8192,
                          qkv_bias=arch == "Qwen2", tie_word_embeddings=True)

@@ -54,8 +54,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 def random_model(shape: dict, dtype: torch.dtype, device: str, seed: int = 0):
     """Our CausalLM of `shape` with transformers' initialisation (N(0, 0.02) weights, zero biases, unit norms), drawn
     on the device itself: a 1.5B model drawn on the host would take most of a minute."""
-    from mrt.models import CausalLM, ModelConfig
-    config = ModelConfig(**shape, eos_token_ids=[0], bos_token_id=1)
+    from mrt.models import ArchConfig, CausalLM
+    config = ArchConfig(**shape, eos_token_ids=[0], bos_token_id=1)
     with torch.device(device):
         model = CausalLM(config).to(dtype)
     g = torch.Generator(device=device).manual_seed(seed)

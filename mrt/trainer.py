@@ -39,7 +39,6 @@ from .hub import load_checked_tokenizer, load_model, resolve_model_path
 from .episodes import make_segmenter
 from .meta_prover import MetaProver
 from .metrics_log import MetricsLogger
-from .models import CausalLM
 from .rewards import format_reward, get_reward
 from .reward_fn import Shaping, reward_answers, shaping_bonus
 from .rollout import Engine, SamplingParams
@@ -74,11 +73,10 @@ class Trainer:
         self.model.gradient_checkpointing = cfg.model.gradient_checkpointing
         self.train_model = wrap_model(self.model, d, cfg.distributed.strategy)
         # FSDP2: generation runs on an unsharded copy filled from the shards each step (see mrt.distributed).
-        self.gen_model = CausalLM.from_pretrained(path, dtype=dtype, device=d.device) if d.strategy == "fsdp" \
-            else self.model
+        self.gen_model = load_model(path, dtype=dtype, device=d.device) if d.strategy == "fsdp" else self.model
         self.ref_model = None
         if cfg.rl.kl_coef > 0:
-            self.ref_model = CausalLM.from_pretrained(path, dtype=dtype, device=d.device).requires_grad_(False)
+            self.ref_model = load_model(path, dtype=dtype, device=d.device).requires_grad_(False)
         r = cfg.rollout
         self.engine = Engine(self.gen_model, self.tokenizer, block_size=r.block_size, num_blocks=r.num_blocks,
                              max_num_seqs=r.max_num_seqs, max_num_batched_tokens=r.max_num_batched_tokens,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention_metadata import PackedMetadata, PagedMetadata
-from .config import ModelConfig
+from .config import ArchConfig
 from .layers import RMSNorm
 from .rope import apply_rope
 
@@ -102,7 +102,7 @@ def paged_attention_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, att
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ArchConfig):
         super().__init__()
         d, hq, hkv, hd = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = hq, hkv, hd

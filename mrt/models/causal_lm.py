@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import Attention, KVLayer
 from .attention_metadata import PackedMetadata, PagedMetadata
-from .config import ModelConfig
+from .config import ArchConfig
 from .hf_checkpoint import load_state_dict, save_state_dict
 from .layers import MLP, RMSNorm
 from .rope import Rotary
@@ -32,7 +32,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ArchConfig):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.self_attn = Attention(config)
@@ -52,7 +52,7 @@ class DecoderLayer(nn.Module):
 class Decoder(nn.Module):
     """transformers' `model.` submodule: embeddings, layers, final norm."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ArchConfig):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_layers))
@@ -60,7 +60,7 @@ class Decoder(nn.Module):
 
 
 class CausalLM(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ArchConfig):
         super().__init__()
         self.config = config
         self.model = Decoder(config)
@@ -144,7 +144,7 @@ class CausalLM(nn.Module):
 
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: ModelConfig, *, dtype: torch.dtype = torch.float32,
+    def from_config(cls, config: ArchConfig, *, dtype: torch.dtype = torch.float32,
                     device: torch.device | str = "cpu", std: float = 0.02,
                     generator: torch.Generator | None = None) -> "CausalLM":
         """A randomly initialised model (benchmarks, the embedded tiny model): see `init_weights`."""
@@ -170,7 +170,7 @@ class CausalLM(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | str = torch.float32,
                         device: torch.device | str = "cpu") -> "CausalLM":
         """Load config.json + safetensors weights. dtype="auto" takes the checkpoint's dtype from config.json."""
-        config = ModelConfig.from_pretrained(path)
+        config = ArchConfig.from_pretrained(path)
         if dtype == "auto":
             dtype = _DTYPES.get(config.torch_dtype or "float32", torch.float32)
         elif isinstance(dtype, str):
@@ -193,8 +193,3 @@ class CausalLM(nn.Module):
         save_state_dict(state, path, max_shard_size=max_shard_size)
         with open(os.path.join(path, "config.json"), "w") as f:
             json.dump(self.config.to_hf_dict(dtype=str(self.dtype).removeprefix("torch.")), f, indent=2)
-
-
-def load_model(path: str | os.PathLike, dtype: torch.dtype | str = torch.float32,
-               device: torch.device | str = "cpu") -> CausalLM:
-    return CausalLM.from_pretrained(path, dtype=dtype, device=device)

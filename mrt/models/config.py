@@ -1,4 +1,4 @@
-"""ModelConfig: the few numbers that define a Llama-family decoder, parsed from a Hugging Face `config.json`.
+"""ArchConfig: the few numbers that define a Llama-family decoder, parsed from a Hugging Face `config.json`.
 
 The families differ only in small switches, kept in the `ARCHITECTURES` registry:
 - Llama 3.x: optional bias on all attention projections (`attention_bias`) and on the MLP (`mlp_bias`); llama3 rope
@@ -38,7 +38,7 @@ ROPE_TYPES = ("default", "linear", "llama3")
 
 
 @dataclass
-class ModelConfig:
+class ArchConfig:
     architecture: str                   # HF class name, e.g. "Qwen2ForCausalLM"
     vocab_size: int
     hidden_size: int
@@ -68,7 +68,7 @@ class ModelConfig:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads",
                      "head_dim", "max_position_embeddings"):
             if int(getattr(self, name)) <= 0:
-                raise ValueError(f"ModelConfig.{name} must be positive, got {getattr(self, name)}")
+                raise ValueError(f"ArchConfig.{name} must be positive, got {getattr(self, name)}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
         # The switches must be ones transformers can express for this architecture, or a saved model would load
@@ -93,7 +93,7 @@ class ModelConfig:
 
     # ---- Hugging Face config.json -------------------------------------------------------------------------------
     @classmethod
-    def from_hf_dict(cls, cfg: dict[str, Any]) -> "ModelConfig":
+    def from_hf_dict(cls, cfg: dict[str, Any]) -> "ArchConfig":
         archs = cfg.get("architectures") or []
         arch = archs[0] if archs else _BY_MODEL_TYPE.get(cfg.get("model_type", ""), cfg.get("model_type"))
         if arch not in ARCHITECTURES:
@@ -135,7 +135,7 @@ class ModelConfig:
         )
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "ModelConfig":
+    def from_pretrained(cls, path: str | os.PathLike) -> "ArchConfig":
         """Read `path/config.json`; eos ids of `generation_config.json` (e.g. Llama 3 Instruct's <|eot_id|>) join in."""
         with open(os.path.join(path, "config.json")) as f:
             config = cls.from_hf_dict(json.load(f))

@@ -166,14 +166,14 @@ def probe_engine_host(prompts: int = 16, new_tokens: int = 48) -> tuple[float, f
     from ..config import load_config
     from ..episodes import make_segmenter
     from ..meta_prover import MetaProver
-    from ..models import CausalLM
+    from ..hub import load_model
     from ..models.tokenizer import load_tokenizer
     from ..rollout import Engine, SamplingParams
     from ..tasks import arithmetic
 
     cfg = load_config(None, [])
     path = resolve_path(cfg.model.path)
-    model = CausalLM.from_pretrained(path, dtype=torch.float32, device="cpu")
+    model = load_model(path, dtype=torch.float32, device="cpu")
     tok = load_tokenizer(path)
     prompt_ids = [tok(p.text)["input_ids"] for p in arithmetic.generate_problems(prompts, seed=0)]
     term = tok(cfg.meta_prover.termination_text, add_special_tokens=False)["input_ids"]

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 
 from ..config import ConfigError, resolve_path
-from ..models.config import ModelConfig
+from ..models.config import ArchConfig
 
 SHAPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_shapes")
 
@@ -52,7 +52,7 @@ class ModelShape:
     eos_token_ids: tuple[int, ...] = (0,)
 
     @classmethod
-    def from_model_config(cls, mc: ModelConfig, name: str, dtype: str) -> "ModelShape":
+    def from_model_config(cls, mc: ArchConfig, name: str, dtype: str) -> "ModelShape":
         return cls(name=name, vocab=mc.vocab_size, hidden=mc.hidden_size, intermediate=mc.intermediate_size,
                    layers=mc.num_layers, heads=mc.num_heads, kv_heads=mc.num_kv_heads, head_dim=mc.head_dim,
                    context=mc.max_position_embeddings, tied=mc.tie_word_embeddings, qkv_bias=mc.qkv_bias,
@@ -148,7 +148,7 @@ def load_shape(path: str, dtype: str) -> ModelShape:
     try:
         with open(cj, encoding="utf-8") as f:
             raw = json.load(f)
-        mc = ModelConfig.from_hf_dict(raw)
+        mc = ArchConfig.from_hf_dict(raw)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"model.path: {cj}: not a usable config.json ({type(exc).__name__}: {exc})") from None
     name = os.path.basename(os.path.dirname(cj)) or path

@@ -82,8 +82,9 @@ class Engine:
     def from_pretrained(cls, path: str | os.PathLike, *, dtype: torch.dtype | str = torch.float32,
                         device: torch.device | str = "cpu", **kw) -> "Engine":
         """Model from `path`; its tokenizer (unless `tokenizer=` is given) is loaded on first use, see LazyTokenizer."""
-        from mrt.models import CausalLM, LazyTokenizer
-        model = CausalLM.from_pretrained(path, dtype=dtype, device=device)
+        from mrt.hub import load_model
+        from mrt.models import LazyTokenizer
+        model = load_model(path, dtype=dtype, device=device)
         tokenizer = kw.pop("tokenizer", None) or LazyTokenizer(path)
         return cls(model, tokenizer, **kw)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mrt.config import load_config
-from mrt.models import CausalLM, ModelConfig
+from mrt.models import ArchConfig, CausalLM
 from mrt.rollout import Engine, SamplingParams
 from mrt.rollout.cuda_graphs import DecodeGraphs, bucket_sizes
 from tests.engine import test_engine_stress as stress
@@ -22,7 +22,7 @@ from tests.tiny_hf import unit_scale_weights_
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(7)
-    cfg = ModelConfig(architecture="Qwen2ForCausalLM", vocab_size=stress.VOCAB, hidden_size=32, intermediate_size=48,
+    cfg = ArchConfig(architecture="Qwen2ForCausalLM", vocab_size=stress.VOCAB, hidden_size=32, intermediate_size=48,
                       num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=128,
                       qkv_bias=True, tie_word_embeddings=True, eos_token_ids=[0])
     return unit_scale_weights_(CausalLM.from_config(cfg)).eval()

@@ -18,7 +18,7 @@ import random
 import pytest
 import torch
 
-from mrt.models import CausalLM, ModelConfig
+from mrt.models import ArchConfig, CausalLM
 from mrt.rollout import Engine, ForkRequest, SamplingParams
 from tests.tiny_hf import unit_scale_weights_
 
@@ -29,7 +29,7 @@ BLOCK = 4
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(7)
-    cfg = ModelConfig(architecture="Qwen2ForCausalLM", vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
+    cfg = ArchConfig(architecture="Qwen2ForCausalLM", vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
                       num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=128,
                       qkv_bias=True, tie_word_embeddings=True, eos_token_ids=[0])
     return unit_scale_weights_(CausalLM.from_config(cfg)).eval()

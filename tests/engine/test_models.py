@@ -17,8 +17,9 @@ from safetensors.torch import load_file, save_file
 
 transformers = pytest.importorskip("transformers")
 
-from mrt.models import (CausalLM, CheckpointError, ModelConfig, PagedMetadata, load_model,  # noqa: E402
-                        load_tokenizer, packed_metadata, packed_positions)
+from mrt.hub import load_model  # noqa: E402
+from mrt.models import (ArchConfig, CausalLM, CheckpointError, PagedMetadata, load_tokenizer,  # noqa: E402
+                        packed_metadata, packed_positions)
 from mrt.models.rope import inv_freq  # noqa: E402
 from tests.tiny_hf import unit_scale_weights_
 
@@ -126,7 +127,7 @@ def test_bf16_logits_within_twice_transformers_error(seed, tmp_path):
 # ---- config -------------------------------------------------------------------------------------------------------
 def test_config_fields(hf_folder, family):
     hf, path = hf_folder
-    c = ModelConfig.from_pretrained(path)
+    c = ArchConfig.from_pretrained(path)
     hc = hf.config
     assert (c.architecture, c.vocab_size, c.hidden_size, c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim) == \
         (type(hf).__name__, VOCAB, 32, 2, 4, hc.num_key_value_heads, 16)
@@ -141,8 +142,8 @@ def test_config_fields(hf_folder, family):
 def test_legacy_rope_layout_parses_like_the_new_one():
     base = dict(architectures=["LlamaForCausalLM"], vocab_size=10, hidden_size=32, intermediate_size=8,
                 num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=128)
-    old = ModelConfig.from_hf_dict(dict(base, rope_theta=5e5, rope_scaling=dict(LLAMA3_ROPE)))
-    new = ModelConfig.from_hf_dict(dict(base, rope_parameters=dict(LLAMA3_ROPE, rope_theta=5e5)))
+    old = ArchConfig.from_hf_dict(dict(base, rope_theta=5e5, rope_scaling=dict(LLAMA3_ROPE)))
+    new = ArchConfig.from_hf_dict(dict(base, rope_parameters=dict(LLAMA3_ROPE, rope_theta=5e5)))
     assert old.rope_theta == new.rope_theta == 5e5 and old.rope_scaling == new.rope_scaling
     assert old.head_dim == 16 and old.num_kv_heads == 2
     a, b = inv_freq(16, 5e5, old.rope_scaling), inv_freq(16, 5e5, None)
@@ -157,12 +158,12 @@ def test_unknown_architecture_and_features_raise(tmp_path):
     with pytest.raises(ValueError, match="GPT2LMHeadModel"):
         CausalLM.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="yarn"):
-        ModelConfig.from_hf_dict(dict(cfg, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}))
+        ArchConfig.from_hf_dict(dict(cfg, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}))
     with pytest.raises(ValueError, match="qk_norm=True"):
-        ModelConfig(architecture="Qwen3ForCausalLM", vocab_size=8, hidden_size=8, intermediate_size=8, num_layers=1,
+        ArchConfig(architecture="Qwen3ForCausalLM", vocab_size=8, hidden_size=8, intermediate_size=8, num_layers=1,
                     num_heads=2, num_kv_heads=1, head_dim=4, max_position_embeddings=8)
     with pytest.raises(ValueError, match="gelu"):
-        ModelConfig.from_hf_dict(dict(cfg, hidden_act="gelu"))
+        ArchConfig.from_hf_dict(dict(cfg, hidden_act="gelu"))
 
 
 # ---- loader -------------------------------------------------------------------------------------------------------
@@ -251,14 +252,14 @@ def test_save_pretrained_round_trip_loads_in_transformers(hf_folder, tmp_path):
                                         ("Qwen2ForCausalLM", dict(qkv_bias=True, tie_word_embeddings=True)),
                                         ("Qwen3ForCausalLM", dict(qk_norm=True))])
 def test_model_built_from_config_saves_for_transformers(arch, extra, tmp_path, seed):
-    config = ModelConfig(architecture=arch, vocab_size=VOCAB, hidden_size=32, intermediate_size=40, num_layers=2,
+    config = ArchConfig(architecture=arch, vocab_size=VOCAB, hidden_size=32, intermediate_size=40, num_layers=2,
                          num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=128, eos_token_ids=[5, 7],
                          **extra)
     model = CausalLM.from_config(config, std=0.3, generator=torch.Generator().manual_seed(seed))
     model.save_pretrained(tmp_path)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     assert type(hf).__name__ == arch and hf.config.eos_token_id == [5, 7]
-    assert ModelConfig.from_pretrained(tmp_path).to_dict() == dict(config.to_dict(), torch_dtype="float32")
+    assert ArchConfig.from_pretrained(tmp_path).to_dict() == dict(config.to_dict(), torch_dtype="float32")
     ids = torch.randint(0, VOCAB, (45,))    # past original_max_position_embeddings / high_freq_factor
     with torch.no_grad():
         got = model.compute_logits(model(ids, torch.arange(45), packed_metadata([45])))
