@@ -122,7 +122,7 @@ def unavailable_reason(backend: str, device: torch.device, *, cpp_op: str | None
 
 def select_backend(op_name: str, device: torch.device, requested: str | None, *, cpp_op: str | None = None,
                    cuda_op: str | None = None, triton_ok: bool = False, auto_order: tuple[str, ...] | None = None,
-                   names: tuple[str, ...] = BACKENDS, aliases: dict[str, str] | None = None,
+                   names: tuple[str, ...] = BACKENDS,
                    unavailable: Callable[[str], str | None] | None = None) -> str:
     """The backend to run `op_name` with.
 
@@ -130,8 +130,8 @@ def select_backend(op_name: str, device: torch.device, requested: str | None, *,
     auto_order (default: cuda, triton on GPU, cpp on CPU, reference). Under TRITON_INTERPRET=1 Triton is never
     picked automatically for CPU tensors (the interpreter is for tests, and slow); ask for it by name.
     An op with backends of its own (paged attention: flash_attn, sdpa) passes names (every backend it has, reference
-    included), aliases ({other name: backend}) and unavailable (backend -> why it cannot run these arguments, or
-    None), which then replaces the cpp_op / cuda_op / triton_ok rules of unavailable_reason.
+    included) and unavailable (backend -> why it cannot run these arguments, or None), which then replaces the
+    cpp_op / cuda_op / triton_ok rules of unavailable_reason.
     """
     if requested is None:
         requested = os.environ.get("MRT_KERNELS_BACKEND") or None
@@ -139,14 +139,12 @@ def select_backend(op_name: str, device: torch.device, requested: str | None, *,
         unavailable = functools.partial(unavailable_reason, device=device, cpp_op=cpp_op, cuda_op=cuda_op,
                                         triton_ok=triton_ok)
     if requested is not None:
-        name = (aliases or {}).get(requested, requested)
-        if name not in names:
-            also = f" (or the aliases {sorted(aliases)})" if aliases else ""
-            raise BackendError(f"{op_name}: unknown backend {requested!r}; choose one of {names}{also}")
-        reason = unavailable(name)
+        if requested not in names:
+            raise BackendError(f"{op_name}: unknown backend {requested!r}; choose one of {names}")
+        reason = unavailable(requested)
         if reason is not None:
             raise BackendError(f"{op_name}: backend {requested!r} is not available: {reason}")
-        return name
+        return requested
     order = auto_order or (("cuda", "triton", "reference") if device.type == "cuda" else ("cpp", "reference"))
     for backend in order:
         if unavailable(backend) is None:

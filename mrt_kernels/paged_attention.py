@@ -17,7 +17,8 @@ Backends (no backward: generation only, so no autograd.Function):
 - "sdpa": gather the blocks, then torch's scaled_dot_product_attention: one padded call with a bottom-right causal
   mask for the one-token (decode) rows, one call per sequence for the longer ones (prefill); runs on any device;
 - "reference": gather per sequence, then attention written out plainly (the definition).
-"cuda" is an alias of "flash_attn" (compiled CUDA). Auto: flash_attn, then triton, then sdpa on a GPU; on the CPU
+There is no "cuda" backend: the project's CUDA sources (csrc/*.cu) have no paged attention kernel, and flash-attn's
+is called what it is ("cuda" was once its alias). Auto: flash_attn, then triton, then sdpa on a GPU; on the CPU
 cpp when a sequence's rows per KV head (longest query run x Hq / Hkv) are at most CPP_MAX_ROWS (decode), else sdpa,
 whose blocked matmuls win once a sequence has more new tokens.
 """
@@ -33,7 +34,6 @@ from ._backend import BackendError, flash_attn_error, select_backend, unavailabl
 __all__ = ["paged_attention", "paged_attention_ref", "PAGED_ATTENTION_BACKENDS"]
 
 PAGED_ATTENTION_BACKENDS = ("flash_attn", "triton", "cpp", "sdpa", "reference")
-_ALIASES = {"cuda": "flash_attn"}
 # Most query rows per KV head and sequence (longest query run x Hq / Hkv) for which the auto choice on the CPU takes
 # the C++ kernel: its per-row dot products lose to SDPA's blocked matmuls beyond that (measured: 24 rows still win or
 # tie at head dims 32 and 128, 48 rows lose; the "chunk" rows of benchmarks/bench_attention.py --size cpu).
@@ -174,8 +174,7 @@ def _unavailable(backend: str, q: torch.Tensor, block_size: int) -> str | None:
             reason = f"the Triton kernel takes fp32 / fp16 / bf16, not {q.dtype}"
         return reason
     if backend != "flash_attn":
-        raise BackendError(f"paged_attention: unknown backend {backend!r}; choose one of {PAGED_ATTENTION_BACKENDS} "
-                           f"(or the aliases {sorted(_ALIASES)})")
+        raise BackendError(f"paged_attention: unknown backend {backend!r}; choose one of {PAGED_ATTENTION_BACKENDS}")
     if q.device.type != "cuda":
         return f"flash-attn runs on CUDA tensors, these are on {q.device}"
     if flash_attn_error() is not None:
@@ -198,7 +197,7 @@ def _auto_order(q: torch.Tensor, num_kv_heads: int, max_seqlen_q: int) -> tuple[
 
 
 def _select(q: torch.Tensor, block_size: int, num_kv_heads: int, max_seqlen_q: int, requested: str | None) -> str:
-    return select_backend("paged_attention", q.device, requested, names=PAGED_ATTENTION_BACKENDS, aliases=_ALIASES,
+    return select_backend("paged_attention", q.device, requested, names=PAGED_ATTENTION_BACKENDS,
                           unavailable=lambda backend: _unavailable(backend, q, block_size),
                           auto_order=_auto_order(q, num_kv_heads, max_seqlen_q))
 

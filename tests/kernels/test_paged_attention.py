@@ -282,6 +282,9 @@ def test_backend_names():
         paged_attention(**args, backend="flash_attn")
     with pytest.raises(BackendError, match="unknown"):
         paged_attention(**args, backend="nope")
+    # flash-attn's kernels are "flash_attn"; the project's CUDA sources have no paged attention: no "cuda" backend.
+    with pytest.raises(BackendError, match=r"unknown backend 'cuda'; choose one of \('flash_attn'"):
+        paged_attention(**args, backend="cuda")
     with pytest.raises(BackendError, match="fp32 / fp16 / bf16"):
         paged_attention(**{**args, "q": args["q"].double(), "k_cache": args["k_cache"].double(),
                            "v_cache": args["v_cache"].double()}, backend="cpp")
