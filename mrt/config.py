@@ -270,7 +270,7 @@ class LoggingConfig:
 
 
 @dataclass
-class EvalConfig:
+class HeldOutConfig:
     path: str | None = None               # held-out prompts file (same format/columns as data); None: the task's split
     held_out: int = 256                   # problems evaluated
     every: int = 50                       # steps; 0: only before and after training
@@ -284,6 +284,149 @@ class EvalConfig:
         _need(self.samples >= 1, "eval.samples", f"must be >= 1, got {self.samples}")
         _need(self.temperature >= 0, "eval.temperature", f"must be >= 0, got {self.temperature}")
         _need(self.max_new_tokens is None or self.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1 or null")
+
+
+# Appended in turn, one a round, when the model stops thinking (the paper's extrapolation, mrt.eval.extrapolation).
+EXTRAPOLATION_MARKERS = ("Wait", "But wait", "Alternatively", "But hold on")
+
+
+def _opt(default, help: str):
+    """A field with its help line: `python -m mrt.eval --help` prints it beside the flag (the name with dashes)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class EvalConfig:
+    """The standalone evaluation, `python -m mrt.eval` (mrt.eval.run): the `evaluate:` section of the tree. Its flags
+    are the field names with dashes (`--round-tokens`), its YAML file the same keys, flat or under `evaluate:`
+    (mrt.eval.config). Bad values raise ConfigError naming the setting."""
+    models: list[str] = _opt([], "a model folder, mrt:REL, a hub id, or NAME=DIR (NAME labels tables and plots); "
+                                 "repeat --model for several")
+    data: list[str] = _opt([], "a JSONL / JSON / Parquet file, or arithmetic[:N] / countdown[:N] (N held-out "
+                               "problems of the synthetic task, 64 by default); repeat --data for several")
+    out: str = _opt("eval_out", "output folder: results.json, results.md and the plots")
+    prompt_column: str = _opt("problem", "the dataset column holding the problem")
+    answer_column: str = _opt("answer", "the dataset column holding the reference answer")
+    limit: int | None = _opt(None, "evaluate the first N problems of each dataset only")
+    prompt_template: str = _opt("{problem}", "text around each problem, before the chat template; must contain "
+                                             "{problem}")
+    chat_template: bool = _opt(True, "wrap each prompt in the tokenizer's chat template (a tokenizer without one is "
+                                     "an error); --no-chat-template: the raw text")
+    verifier: str | None = _opt(None, "how answers are checked: math, arithmetic or countdown (default: the "
+                                      "dataset's own; math for files)")
+    # Traces: n samples per problem, each generated once up to the largest budget.
+    budgets: list[int] = _opt([4096, 8192, 12288, 16384], "token budgets, comma-separated: accuracy and regret at "
+                                                          "each (every trace runs to the largest)")
+    samples: int = _opt(20, "traces per problem (pass@1 is their mean; maj@k votes over them)")
+    temperature: float = _opt(0.6, "sampling temperature of the traces")
+    top_p: float = _opt(1.0, "nucleus sampling of the traces (1: off)")
+    seed: int = _opt(0, "seed of every sampled stream")
+    # Meta-prover: after a prefix, the termination text and a short answer (greedy by default: budget forcing).
+    termination_text: str | None = _opt(None, "what forces an answer after a prefix: a name (r1, arithmetic, "
+                                              "countdown) or the text (default: the dataset's)")
+    meta_samples: int = _opt(1, "forced answers per prefix")
+    meta_temperature: float = _opt(0.0, "temperature of the forced answers (0: greedy, budget forcing)")
+    meta_top_p: float = _opt(1.0, "nucleus sampling of the forced answers (1: off)")
+    answer_tokens: int = _opt(32, "tokens a forced answer may take")
+    regret_interpolation: str = _opt("linear", "the J-vs-tokens curve between its points for normalised regret: "
+                                               "linear or step")
+    curve_every: int | None = _opt(None, "tokens between points of the J curve, also the fixed-chunk episodes of "
+                                         "regret per episode (default: the largest budget / 16)")
+    # Extrapolation past the budget: rounds of markers when the model stops thinking (0 rounds: off).
+    extrapolation_rounds: int = _opt(0, "rounds of forced further thinking past the budget (0: no extrapolation)")
+    round_tokens: int = _opt(2048, "tokens one extrapolation round may take")
+    eval_every: int = _opt(1, "accuracy after every N extrapolation rounds (and after the last)")
+    markers: list[str] = _opt(list(EXTRAPOLATION_MARKERS), "comma-separated texts appended, one a round, when the "
+                                                           "model stops thinking during extrapolation")
+    think_end: list[str] = _opt(["</think>"], "comma-separated texts that end thinking (cut off before a marker is "
+                                              "appended)")
+    # Meta-prover forks at episode boundaries (mrt.eval.episode_forcing): the markers segmenter of training
+    # (mrt.episodes) with these markers; empty: off. episode_max caps the episodes a trace (None: no cap).
+    episode_markers: list[str] = _opt([], "comma-separated markers that split traces into episodes as training "
+                                          "does; answers are forced at each boundary (empty: off)")
+    episode_min_paragraphs: int = _opt(1, "an episode boundary fewer paragraphs than this after the previous one is "
+                                          "skipped")
+    episode_max: int | None = _opt(None, "at most this many episodes a trace (later boundaries merge into the "
+                                         "last; default: no cap)")
+    # Engine.
+    dtype: str = _opt("float32", "torch dtype of the weights and the compute (float32, bfloat16, ...)")
+    device: str = _opt("cpu", "torch device (cpu, cuda, cuda:1, ...)")
+    block_size: int = _opt(16, "tokens per KV-cache block")
+    max_num_seqs: int = _opt(256, "sequences the engine runs at once")
+    max_num_batched_tokens: int = _opt(8192, "tokens in one engine step")
+    progress: bool = _opt(True, "progress bars (--no-progress: none)")
+
+    def __post_init__(self):
+        self.budgets = _int_list(self.budgets, "budgets")
+        if not self.budgets or any(b <= 0 for b in self.budgets):
+            raise ConfigError(f"budgets must be positive token counts, got {self.budgets}")
+        self.budgets = sorted(set(self.budgets))
+        for name in ("samples", "meta_samples", "answer_tokens", "round_tokens", "eval_every", "block_size",
+                     "max_num_seqs", "max_num_batched_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.extrapolation_rounds < 0:
+            raise ConfigError(f"extrapolation_rounds must be >= 0, got {self.extrapolation_rounds}")
+        if self.episode_min_paragraphs < 1:
+            raise ConfigError(f"episode_min_paragraphs must be >= 1, got {self.episode_min_paragraphs}")
+        if self.episode_max is not None and self.episode_max < 1:
+            raise ConfigError(f"episode_max must be >= 1 or unset, got {self.episode_max}")
+        if any(not isinstance(m, str) or not m.strip() for m in self.episode_markers):
+            raise ConfigError(f"episode_markers must be non-empty strings, got {self.episode_markers!r}")
+        if self.curve_every is not None and self.curve_every < 1:
+            raise ConfigError(f"curve_every must be >= 1, got {self.curve_every}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        for name in ("temperature", "meta_temperature"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("top_p", "meta_top_p"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.regret_interpolation not in ("linear", "step"):
+            raise ConfigError(f"regret_interpolation must be 'linear' or 'step', got {self.regret_interpolation!r}")
+        if self.extrapolation_rounds and not self.markers:
+            raise ConfigError("extrapolation needs at least one marker")
+        if self.termination_text is not None:
+            self.termination_text = resolve_termination_text(self.termination_text)
+        if "{problem}" not in self.prompt_template:
+            raise ConfigError(f"prompt_template must contain '{{problem}}', got {self.prompt_template!r}")
+
+    @property
+    def max_budget(self) -> int:
+        return self.budgets[-1]
+
+    def named_models(self) -> list[tuple[str, str]]:
+        """[(name, dir)]: NAME=DIR as given, else the folder's name."""
+        out = []
+        for spec in self.models:
+            name, sep, path = spec.partition("=")
+            if not sep:
+                name, path = os.path.basename(spec.rstrip("/")) or spec, spec
+            out.append((name, path))
+        names = [n for n, _ in out]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"model names must be distinct, got {names}; name them with NAME=DIR")
+        return out
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _int_list(value, name: str) -> list[int]:
+    """"4096,8192" or [4096, 8192] -> [4096, 8192], with an error naming the setting."""
+    if isinstance(value, str):
+        parts = [p for p in value.replace(" ", "").split(",") if p]
+    elif isinstance(value, int):
+        parts = [value]
+    else:
+        parts = list(value)
+    try:
+        return [int(p) for p in parts]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a comma-separated list of integers, got {value!r}") from None
 
 
 @dataclass
@@ -316,7 +459,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: HeldOutConfig = field(default_factory=HeldOutConfig)        # held-out accuracy during training
+    evaluate: EvalConfig = field(default_factory=EvalConfig)          # python -m mrt.eval
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     seed: int = 0
     reward: str = "arithmetic"            # a name in mrt.rewards.REWARDS, or module:function / file.py:function

@@ -181,7 +181,9 @@ def _read_task(name: str, cfg: DataConfig, split: str, seed: int, n: int | None)
 
 
 def read_rows(path: str, fmt: str, cfg: DataConfig, split: str = "train", seed: int = 0,
-              max_rows: int | None = None) -> Iterator[tuple[int, Any]]:
+              max_rows: int | None = None, key: str = "data.path") -> Iterator[tuple[int, Any]]:
+    """(row, object) pairs of a source, for training and evaluation alike (mrt.eval.problems); a row that cannot be
+    parsed is a `_BadRow` that `check_row` names. key: the setting that named the source, for the messages."""
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt == "task":
@@ -189,11 +191,11 @@ def read_rows(path: str, fmt: str, cfg: DataConfig, split: str = "train", seed: 
     if fmt == "hub":
         return _read_hub(path, cfg.split, cfg.revision)
     if not os.path.exists(path):
-        raise DataError(f"{path}: no such file or folder (data.path)")
+        raise DataError(f"{path}: no such file or folder ({key})")
     if fmt in ("jsonl", "parquet") and os.path.isdir(path):
-        raise DataError(f"{path}: a folder, not a {fmt} file (data.path; data.format {fmt})")
+        raise DataError(f"{path}: a folder, not a {fmt} file ({key}; format {fmt})")
     if fmt in ("jsonl", "parquet") and not os.access(path, os.R_OK):
-        raise DataError(f"{path}: cannot be read (no permission) (data.path)")
+        raise DataError(f"{path}: cannot be read (no permission) ({key})")
     if fmt == "jsonl":
         return _read_jsonl(path)
     if fmt == "parquet":
@@ -203,18 +205,29 @@ def read_rows(path: str, fmt: str, cfg: DataConfig, split: str = "train", seed: 
     raise DataError(f"{path}: unknown data format {fmt!r}")
 
 
-def format_prompt(problem: str, tokenizer, chat_template: bool = True, system_prompt: str | None = None) -> str:
-    """The prompt text: the chat template with a generation prompt, or the raw problem."""
+def format_prompt(problem: str, tokenizer, chat_template: bool = True, system_prompt: str | None = None, *,
+                  key: str = "data.chat_template") -> str:
+    """The prompt text: the chat template with a generation prompt, or the raw problem. The chat template is asked
+    for explicitly: a tokenizer without one is an error naming key, never a silent fall back to the raw text."""
     if not chat_template:
         return problem if system_prompt is None else f"{system_prompt}\n\n{problem}"
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise DataError("data.chat_template is true but the tokenizer has no chat template; set it to false")
+    if not getattr(tokenizer, "chat_template", None):
+        off = f"pass --no-{key[2:]}" if key.startswith("--") else f"set {key} to false"
+        raise DataError(f"{key}: the tokenizer has no chat template; {off} for the raw text")
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
         [{"role": "user", "content": problem}]
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def _check_row(obj, cfg: DataConfig) -> str | None:
+def prompt_ids(problem: str, tokenizer, chat_template: bool = True, system_prompt: str | None = None, *,
+               key: str = "data.chat_template") -> tuple[str, list[int]]:
+    """(text, token ids) of one prompt, for training and evaluation alike: format_prompt's text, tokenised with the
+    tokenizer's special tokens only for the raw text (the chat template writes its own)."""
+    text = format_prompt(problem, tokenizer, chat_template, system_prompt, key=key)
+    return text, list(tokenizer(text, add_special_tokens=not chat_template)["input_ids"])
+
+
+def check_row(obj, cfg: DataConfig) -> str | None:
     """Why the row is malformed, or None."""
     if isinstance(obj, _BadRow):
         return obj.reason
@@ -248,7 +261,7 @@ def load_prompts(cfg: DataConfig, tokenizer, *, path: str | None = None, split: 
     for row, obj in read_rows(src, fmt, cfg, split=split, seed=seed, max_rows=max_rows):
         if max_rows is not None and len(out.examples) >= max_rows:
             break
-        why = _check_row(obj, cfg)
+        why = check_row(obj, cfg)
         if why is not None:
             if not cfg.skip_malformed:
                 raise DataError(f"{src}: row {row}: {why} (set data.skip_malformed to skip such rows)")
@@ -257,9 +270,7 @@ def load_prompts(cfg: DataConfig, tokenizer, *, path: str | None = None, split: 
                 out.skipped_reasons.append(f"row {row}: {why}")
             continue
         problem = obj[cfg.prompt_column]
-        text = format_prompt(problem, tokenizer, cfg.chat_template, cfg.system_prompt)
-        # The chat template writes any special tokens itself.
-        ids = tokenizer(text, add_special_tokens=not cfg.chat_template)["input_ids"]
+        text, ids = prompt_ids(problem, tokenizer, cfg.chat_template, cfg.system_prompt)
         if len(ids) > cfg.max_prompt_tokens:
             if cfg.overlong == "error":
                 raise DataError(f"{src}: row {row}: prompt has {len(ids)} tokens, more than data.max_prompt_tokens="

@@ -14,31 +14,26 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from mrt.config import ConfigError, EvalConfig
+from mrt.data import DataError, prompt_ids
 from mrt.seeds import derive_seed
 
 from . import metrics, stats
 from .budget_forcing import generate_with_budgets
-from .config import EvalConfig
 from .episode_forcing import episode_hook, episode_metrics, score_episode_traces
 from .extrapolation import extrapolate
 from .problems import EvalDataset, get_verifier
 
 
 def format_prompts(tokenizer, problems: list[str], cfg: EvalConfig) -> list[list[int]]:
-    """Prompt token ids: the template applied to each problem, then the tokenizer's chat template when it has one."""
+    """Prompt token ids: cfg.prompt_template around each problem, then training's prompt formatter (mrt.data: the
+    tokenizer's chat template unless cfg.chat_template is off; a tokenizer without one is an error, not raw text)."""
     out = []
-    use_chat = cfg.chat_template and getattr(tokenizer, "chat_template", None)
     for p in problems:
-        text = cfg.prompt_template.format(problem=p)
-        if use_chat:
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                                tokenize=True, return_dict=False)
-            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-        else:
-            ids = tokenizer(text)["input_ids"]
+        _, ids = prompt_ids(cfg.prompt_template.format(problem=p), tokenizer, cfg.chat_template, key="--chat-template")
         if not ids:
-            raise ValueError(f"problem {p[:60]!r} tokenizes to no tokens")
-        out.append(list(ids))
+            raise DataError(f"problem {p[:60]!r} tokenizes to no tokens")
+        out.append(ids)
     return out
 
 
@@ -53,11 +48,11 @@ def episode_tokens(cfg: EvalConfig) -> int:
 
 
 def check_context(cfg: EvalConfig, prompts: list[list[int]], termination_ids: list[int], max_context: int) -> None:
-    """ValueError when a budget (or the extrapolation) cannot fit the model's context."""
+    """ConfigError when a budget (or the extrapolation) cannot fit the model's context."""
     longest = max(len(p) for p in prompts)
     need = longest + cfg.max_budget + len(termination_ids) + cfg.answer_tokens
     if cfg.max_budget >= max_context or need > max_context:
-        raise ValueError(f"budget {cfg.max_budget} is larger than the model's context allows: the longest prompt "
+        raise ConfigError(f"budget {cfg.max_budget} is larger than the model's context allows: the longest prompt "
                          f"({longest}) + budget ({cfg.max_budget}) + termination text ({len(termination_ids)}) + answer "
                          f"({cfg.answer_tokens}) = {need} tokens > {max_context} (max_position_embeddings); lower "
                          f"--budgets or --answer-tokens")
@@ -65,7 +60,7 @@ def check_context(cfg: EvalConfig, prompts: list[list[int]], termination_ids: li
         need = longest + (cfg.extrapolation_rounds + 1) * (cfg.round_tokens + 8) + len(termination_ids) \
             + cfg.answer_tokens
         if need > max_context:
-            raise ValueError(f"extrapolation needs up to {need} tokens ({cfg.extrapolation_rounds + 1} rounds of "
+            raise ConfigError(f"extrapolation needs up to {need} tokens ({cfg.extrapolation_rounds + 1} rounds of "
                              f"{cfg.round_tokens}) > the model's context {max_context}; lower --extrapolation-rounds "
                              f"or --round-tokens")
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mrt.config import ConfigError, EvalConfig
+from mrt.errors import ModelFolderError
 from mrt.hub import check_model_folder, load_checked_tokenizer, load_model, resolve_model_path
 
-from .config import EvalConfig
 from .evaluate import evaluate_dataset
 from .plots import plot_results
 from .problems import load_dataset
@@ -17,13 +18,13 @@ def model_context(path: str) -> int:
     hf = check_model_folder(path, key="--model")
     hf = hf.get("text_config", hf)
     if "max_position_embeddings" not in hf:
-        raise ValueError(f"{Path(path) / 'config.json'} has no max_position_embeddings")
+        raise ModelFolderError(f"--model: {Path(path) / 'config.json'} has no max_position_embeddings")
     return int(hf["max_position_embeddings"])
 
 
 def check_budget(cfg: EvalConfig, name: str, max_context: int) -> None:
     if cfg.max_budget >= max_context:
-        raise ValueError(f"budget {cfg.max_budget} is larger than model {name}'s context of {max_context} tokens "
+        raise ConfigError(f"budget {cfg.max_budget} is larger than model {name}'s context of {max_context} tokens "
                          f"(max_position_embeddings); lower --budgets")
 
 
@@ -35,7 +36,7 @@ def load_engine(path: str, cfg: EvalConfig):
 
     dtype = getattr(torch, cfg.dtype, None)
     if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"dtype must name a torch dtype (float32, bfloat16, ...), got {cfg.dtype!r}")
+        raise ConfigError(f"dtype must name a torch dtype (float32, bfloat16, ...), got {cfg.dtype!r}")
     model = load_model(path, dtype=dtype, device=cfg.device, key="--model")
     tokenizer = load_checked_tokenizer(path, model.config.vocab_size, key="--model")
     engine = Engine(model, tokenizer, block_size=cfg.block_size, max_num_seqs=cfg.max_num_seqs,

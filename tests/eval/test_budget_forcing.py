@@ -89,7 +89,7 @@ def test_cli_end_to_end(tiny_model_dir, tmp_path):
                    "--prompt-column", "q", "--answer-column", "a", "--budgets", "4,10", "--samples", "2",
                    "--temperature", "1.0", "--answer-tokens", "4", "--curve-every", "3", "--verifier", "arithmetic",
                    "--termination-text", "\\boxed{", "--extrapolation-rounds", "1", "--round-tokens", "6",
-                   "--no-progress", "--out", str(out)])
+                   "--no-chat-template", "--no-progress", "--out", str(out)])
     assert rc == 0
     saved = json.loads((out / "results.json").read_text())
     res = saved["results"]

@@ -62,7 +62,7 @@ def test_missing_inputs_and_bad_values(tmp_path):
         parse_args(["--model", "m", "--data", "d", "--samples", "0"])
     with pytest.raises(ValueError, match="distinct"):
         parse_args(["--model", "a=x", "--model", "a=y", "--data", "d"])
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="no such file or folder"):
         run(parse_args(["--model", "m", "--data", str(tmp_path / "nope.jsonl")]))
 
 
