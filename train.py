@@ -4,11 +4,11 @@ With no arguments: the embedded default (configs/tiny_mrt.yaml: the tiny model o
 Otherwise `--config FILE` (a YAML preset) and dotted overrides such as `--rl.alpha 0.5 --optim.steps 100`;
 `--checkpoint.resume` (or `--resume`) continues from the latest checkpoint.
 A mistake in the config, the data, the model folder or the tokenizer ends the run with one `error: ...` line naming
-the key, file or row, and exit code 2, on every rank (mrt/errors.py).
+the key, file or row, and exit code 2, on every rank (mrt/errors.py, mrt/cli.py).
 """
 import sys
 
-from mrt.errors import run_cli
+from mrt.cli import run_cli
 from mrt.trainer import main
 
 if __name__ == "__main__":

@@ -31,8 +31,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QWEN_TOKENIZER = os.path.join(ROOT, "tests", "fixtures", "tokenizers", "Qwen2.5-Math-1.5B")
-MARKERS = ["Wait", "But wait", "Alternatively", "Is there another way to think about this?",
-           "But let me double-check", "But hold on"]
 PROMPT_TOKENS = 166          # the paper preset's prompts, about (docs/plan.md)
 # Paragraphs of a reasoning trace that open with no marker: the segmenter sees a new unit every paragraph and decides
 # it, as it does on a real trace between boundaries.
@@ -60,7 +58,7 @@ def trace_ids(tok, num_tokens: int) -> list[int]:
 
 
 def make_hook(kind: str, tok, max_tokens: int):
-    from mrt.episodes import markers_segmenter
+    from mrt.episodes import R1_MARKERS, markers_segmenter
     from mrt.eval.budget_forcing import BudgetHook
     from mrt.meta_prover import MetaProver
     from mrt.rollout import SamplingParams
@@ -72,7 +70,7 @@ def make_hook(kind: str, tok, max_tokens: int):
     if kind == "budget":
         return BudgetHook([max_tokens + 1, max_tokens + 2], term, meta, stop_token_ids=[tok.eos_token_id])
     if kind == "meta":
-        seg = markers_segmenter(MARKERS, min_paragraphs=3, max_episodes=10, end_text="</think>")
+        seg = markers_segmenter(R1_MARKERS, min_paragraphs=3, max_episodes=10, end_text="</think>")
         return MetaProver(seg, tok, termination_ids=term, m=8, answer_max_tokens=32, temperature=0.6, top_p=0.95,
                           max_tokens=max_tokens + 1, stop_token_ids=[tok.eos_token_id], prompt_branches=False)
     raise ValueError(f"unknown hook {kind!r}")

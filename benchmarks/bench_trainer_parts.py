@@ -15,19 +15,17 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from mrt.episodes import markers_segmenter  # noqa: E402
+from mrt.episodes import R1_MARKERS, markers_segmenter  # noqa: E402
 from mrt.loss import policy_loss  # noqa: E402
 from mrt.rewards import math_reward  # noqa: E402
 
 QWEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "tokenizers",
                     "Qwen2.5-Math-1.5B")   # the real tokenizer's files, in the repository (tests/fixtures/README.md)
-MARKERS = ["Wait", "But wait", "Alternatively", "Is there another way to think about this?",
-           "But let me double-check", "But hold on"]
 
 
 def trace(rng: random.Random, n_par: int) -> str:
     words = "so we get x = 3 and then the sum is \\frac{1}{2} times y which gives".split()
-    paras = [(rng.choice(MARKERS) + ", " if rng.random() < 0.2 else "") +
+    paras = [(rng.choice(R1_MARKERS) + ", " if rng.random() < 0.2 else "") +
              " ".join(rng.choice(words) for _ in range(rng.randint(20, 60))) for _ in range(n_par)]
     return "\n\n".join(paras) + "\n\nThe answer is \\boxed{42}."
 
@@ -52,7 +50,7 @@ def main():
     rng = random.Random(0)
     ids = [tok(trace(rng, n_par))["input_ids"] for _ in range(n_traces)]
     total = sum(map(len, ids))
-    seg = markers_segmenter(MARKERS, 3, 10)
+    seg = markers_segmenter(R1_MARKERS, 3, 10)
     rows = []
 
     def online():   # one token at a time, as the engine's hook feeds it

@@ -8,11 +8,9 @@ into ids the model embeds), the training and held-out data (every row through th
 the run), the reward and the episode segmenter; then what only shows when the engine runs: the longest prompt must
 leave room for an output token in the model's context, and an explicit rollout.num_blocks must hold one sequence.
 With checkpoint.resume, the checkpoint to resume is found and checked against its manifest.
-A problem raises the same user errors as the run (one `error:` line and exit code 2 through mrt.errors.run_cli).
+A problem raises the same user errors as the run (one `error:` line and exit code 2 through mrt.cli.run_cli).
 """
 from __future__ import annotations
-
-import types
 
 from .config import Config, ConfigError
 from .errors import ModelFolderError
@@ -35,18 +33,16 @@ def check_run(cfg: Config) -> str:
     from . import checkpoint as ckpt
     from .episodes import make_segmenter
     from .hub import load_checked_tokenizer, resolve_model_path
+    from .data import load_run_data
     from .rewards import get_reward
-    from .trainer import _DTYPES, Trainer
 
     path = resolve_model_path(cfg.model.path, revision=cfg.model.revision)
-    model = load_model_meta(path, _DTYPES[cfg.model.dtype], "model.path")
+    model = load_model_meta(path, cfg.model.dtype, "model.path")
     tok_key = "model.tokenizer_path" if cfg.model.tokenizer_path else "model.path"
     tok_path = resolve_model_path(cfg.model.tokenizer_path, revision=cfg.model.revision, key=tok_key) \
         if cfg.model.tokenizer_path else path
     tokenizer = load_checked_tokenizer(tok_path, model.config.vocab_size, key=tok_key)
-    # The run's own data loading (train, held-out split or eval file), on a stand-in holding what it reads.
-    data = types.SimpleNamespace(cfg=cfg, tokenizer=tokenizer)
-    Trainer._load_data(data)
+    data = load_run_data(cfg, tokenizer)      # the run's own data loading (train, held-out split or eval file)
     get_reward(cfg.reward)          # a user's reward (module:function, file.py:function) is imported and checked
     from .reward_fn import Shaping
     Shaping(cfg.shaping)
@@ -57,7 +53,7 @@ def check_run(cfg: Config) -> str:
         raise ConfigError("meta_prover.termination_text: encodes to no tokens")
 
     context = int(model.config.max_position_embeddings)
-    examples = list(data.train_data.examples) + list(data.eval_data)
+    examples = list(data.train.examples) + list(data.held_out)
     longest = max(len(e.prompt_ids) for e in examples)
     if longest >= context:
         raise ConfigError(f"data.max_prompt_tokens: the longest prompt has {longest} tokens, the model's context is "
@@ -81,8 +77,8 @@ def check_run(cfg: Config) -> str:
         f"  {cfg.rl.algo} ({cfg.rl.advantage_mode}), reward {cfg.reward}, seed {cfg.seed}",
         f"  model {path} ({model_summary(params, cfg.model.dtype, context)}), tokenizer {tok_path} ({len(tokenizer)} "
         "tokens)",
-        f"  data {data.train_data.source}: {len(data.train_data)} training prompts, {len(data.eval_data)} held out; "
-        f"longest prompt {longest} tokens" + _dropped(data.data_sources),
+        f"  data {data.train.source}: {len(data.train)} training prompts, {len(data.held_out)} held out; "
+        f"longest prompt {longest} tokens" + _dropped(data.sources),
         f"  {cfg.optim.steps} steps x {cfg.optim.prompts_per_step} prompts x {r.group_size} samples of up to "
         f"{r.max_new_tokens} tokens, lr {cfg.optim.lr}",
         f"  outputs in {cfg.logging.out_dir}, checkpoints in {cfg.checkpoint_dir} every {cfg.checkpoint.every} steps "

@@ -34,6 +34,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .errors import UserError
+
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 MANIFEST = "manifest.json"
 TRAINER_STATE = "trainer_state.json"
@@ -43,7 +45,7 @@ FORMAT = "mrt-checkpoint"
 VERSION = 2
 
 
-class BrokenCheckpoint(ValueError):
+class BrokenCheckpoint(UserError):
     """A checkpoint folder that fails its manifest check, or that cannot be used; the message names the file."""
 
 
@@ -51,7 +53,7 @@ class LegacyCheckpoint(BrokenCheckpoint):
     """A checkpoint of the old layout (a pickled trainer_state.pt), refused unless converted on purpose."""
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(UserError, OSError):
     """Writing a checkpoint failed (e.g. the disk is full); the previous checkpoints are as they were."""
 
 

@@ -21,26 +21,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from .errors import ConfigError  # noqa: F401 (defined there, below every module that raises it; re-exported)
+from .paths import PACKAGE_DIR, resolve_path  # noqa: F401 (re-exported: `mrt:REL` paths)
 from .termination import R1_TERMINATION_TEXT, resolve_termination_text  # noqa: F401 (R1_TERMINATION_TEXT re-exported)
-
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-R1_MARKERS = ["Wait", "But wait", "Alternatively", "Is there another way to think about this?",
-              "But let me double-check", "But hold on"]
-
-
-class ConfigError(ValueError):
-    """A bad config key or value; the message starts with the dotted key."""
-
-
-def resolve_path(path: str | None) -> str | None:
-    """`mrt:REL` -> the file REL inside the mrt package; other paths unchanged (user home expanded)."""
-    if path is None:
-        return None
-    if path.startswith("mrt:"):
-        return os.path.join(PACKAGE_DIR, path[4:])
-    return os.path.expanduser(path)
-
 
 def _need(ok: bool, key: str, msg: str) -> None:
     if not ok:

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .config import DataConfig, resolve_path
+from .errors import ConfigError, UserError
 
 TASK_FORMATS = ("arithmetic", "countdown")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A malformed data file or row; the message starts with `file:row N`."""
 
 
@@ -302,3 +303,34 @@ def write_skip_report(datasets: dict[str, PromptDataset], out_dir: str) -> str |
         json.dump(report, f, indent=1)
     os.replace(path + ".tmp", path)
     return path
+
+
+
+@dataclass
+class RunData:
+    """A run's prompts: the training set, the held-out problems, and every source read (name -> dataset; their dropped
+    rows go to the run folder, write_skip_report)."""
+    train: PromptDataset
+    held_out: list[PromptExample]
+    sources: dict[str, PromptDataset]
+
+
+def load_run_data(cfg, tokenizer) -> RunData:
+    """The training prompts and the held-out ones of a run's config (mrt.config.Config), as the trainer and
+    `train.py --check` both read them: held-out problems from eval.path, else the task's held-out split, else the last
+    eval.held_out rows of the training file (which then leave the training set)."""
+    train = load_prompts(cfg.data, tokenizer, seed=cfg.seed)
+    sources = {"train": train}
+    n_eval = cfg.eval.held_out
+    if cfg.eval.path is not None:
+        sources["eval"] = load_prompts(cfg.data, tokenizer, path=cfg.eval.path, max_rows=n_eval)
+        held_out = sources["eval"].examples
+    elif cfg.data.format == "task":
+        held_out = load_prompts(cfg.data, tokenizer, split="heldout", seed=cfg.seed, max_rows=n_eval).examples
+    else:   # hold out the last rows of the training file
+        if len(train) <= n_eval:
+            raise ConfigError(f"eval.held_out: {n_eval} held-out rows leave none of the {len(train)} training rows; "
+                              "lower it or set eval.path")
+        held_out = train.examples[-n_eval:]
+        train.examples = train.examples[:-n_eval]
+    return RunData(train, held_out, sources)

@@ -135,7 +135,7 @@ _PEER_STORE = None
 
 def peer_store():
     """The key-value store of the run's rendezvous (kept past the process group's end: torchrun's agent hosts it),
-    or None before any process group: how failing ranks wait for each other's error lines (mrt.errors)."""
+    or None before any process group: how failing ranks wait for each other's error lines (mrt.cli)."""
     return _PEER_STORE
 
 

@@ -29,6 +29,10 @@ _PARAGRAPH_START = re.compile(r"\n[ \t\r]*\n\s*(?=\S)")   # end of a blank-line 
 _LINE_START = re.compile(r"\n(?=.)", re.S)                 # first char of a new line
 _BACKTRACK = re.compile(r"Backtrack to (?:beginning(?![A-Za-z0-9])|Line \d+(?!\d))")
 _BACKTRACK_PREFIXES = ("Backtrack to beginning", "Backtrack to Line ")
+# The markers by which DeepSeek-R1-style traces start a new attempt: the R1 presets' `episodes.markers`
+# (configs/deepscaler_*.yaml, configs/r1_distill_*.yaml list the same words).
+R1_MARKERS = ("Wait", "But wait", "Alternatively", "Is there another way to think about this?",
+              "But let me double-check", "But hold on")
 
 
 # ------------------------------------------------------------------------------------------- characters -> tokens

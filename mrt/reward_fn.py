@@ -8,10 +8,10 @@ the meta-prover's J (the mean over a boundary's branches).
 Shaping terms (`shaping: [{fn: SPEC, weight: W}]`) are called the same way, return any finite number, and add
 `W * value` to the training reward only (never to `correct`, accuracy or J).
 
-Every failure is a RewardError (a ConfigError, so the entry point prints one `error: reward: ...` line and exits with
-2): the module or file cannot be imported, the function is missing or does not take three arguments, or a call
-raises, returns something that is not a number, or (the outcome reward) a value outside [0, 1]. The message names
-the function and, for a call, the row (0-based, in the data source).
+Every failure is a RewardError (a ConfigError, so a user error: the entry point prints one `error: reward: ...` line
+and exits with 2): the module or file cannot be imported, the function is missing or does not take three arguments,
+or a call raises, returns something that is not a number, or (the outcome reward) a value outside [0, 1]. The
+message names the function and, for a call, the row (0-based, in the data source).
 
 A module is looked up on sys.path, then in the working directory. A file path is relative to the working directory
 (`mrt:` paths are inside the mrt package); the file is loaded once per process under a private module name, so two
@@ -29,7 +29,8 @@ import os
 import sys
 from typing import Any, Callable
 
-from .config import ConfigError, resolve_path
+from .errors import ConfigError
+from .paths import resolve_path
 
 
 class RewardError(ConfigError):

@@ -12,8 +12,9 @@ One step:
    and schedule step;
 5. metrics (`mrt.metrics_log`), checkpoints (`mrt.checkpoint`).
 Held-out evaluation (before and after, and every `eval.every` steps): `eval.samples` traces a problem sampled at
-`eval.temperature` (0.7 by default; 0 is greedy) with the meta-prover at their boundaries; accuracy, and regret = sum over the trace's episodes of (1 - J), the final episode's J being
-the trace's own outcome (so a correct trace without corrections has regret 0, a wrong one at least 1).
+`eval.temperature` (0.7 by default; 0 is greedy) with the meta-prover at their boundaries; accuracy, and regret =
+sum over the trace's episodes of (1 - J), the final episode's J being the trace's own outcome (so a correct trace
+without corrections has regret 0, a wrong one at least 1).
 Faults: a non-finite loss or gradient norm skips the step (logged); MAX_BAD_STEPS in a row stop the run. Ctrl-C
 writes a checkpoint of the last completed step and returns cleanly.
 """
@@ -32,11 +33,12 @@ from mrt_kernels import progress_advantages
 
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, load_config
-from .data import load_prompts, write_skip_report
+from .data import load_run_data, write_skip_report
 from .distributed import (Distributed, gathered_optimizer_state, init_distributed, load_fsdp_checkpoint,
                           sync_generation_model, unwrap, wrap_model)
 from .hub import load_checked_tokenizer, load_model, resolve_model_path
 from .episodes import make_segmenter
+from .errors import UserError
 from .meta_prover import MetaProver
 from .metrics_log import MetricsLogger
 from .rewards import format_reward, get_reward
@@ -50,8 +52,8 @@ MAX_BAD_STEPS = 3
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class TrainingStopped(RuntimeError):
-    """The run cannot go on (e.g. non-finite losses several steps in a row)."""
+class TrainingStopped(UserError, RuntimeError):
+    """The run cannot go on (e.g. non-finite losses several steps in a row); the message says what to change."""
 
 
 class Trainer:
@@ -95,22 +97,9 @@ class Trainer:
 
     # ---- data ---------------------------------------------------------------------------------------------------
     def _load_data(self) -> None:
-        cfg = self.cfg
-        self.train_data = load_prompts(cfg.data, self.tokenizer, seed=cfg.seed)
-        self.data_sources = {"train": self.train_data}     # their dropped rows go to the run folder (train())
-        n_eval = cfg.eval.held_out
-        if cfg.eval.path is not None:
-            self.data_sources["eval"] = load_prompts(cfg.data, self.tokenizer, path=cfg.eval.path, max_rows=n_eval)
-            self.eval_data = self.data_sources["eval"].examples
-        elif cfg.data.format == "task":
-            self.eval_data = load_prompts(cfg.data, self.tokenizer, split="heldout", seed=cfg.seed,
-                                          max_rows=n_eval).examples
-        else:   # hold out the last rows of the training file
-            if len(self.train_data) <= n_eval:
-                raise ConfigError(f"eval.held_out: {n_eval} held-out rows leave none of the {len(self.train_data)} "
-                                  "training rows; lower it or set eval.path")
-            self.eval_data = self.train_data.examples[-n_eval:]
-            self.train_data.examples = self.train_data.examples[:-n_eval]
+        data = load_run_data(self.cfg, self.tokenizer)      # the same reading as `train.py --check` (mrt.check)
+        # data_sources: their dropped rows go to the run folder (train())
+        self.train_data, self.eval_data, self.data_sources = data.train, data.held_out, data.sources
 
     def step_prompts(self, step: int) -> list[int]:
         """Indices of step's B prompts (all ranks): a permutation per pass over the data, seeded."""

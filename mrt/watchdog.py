@@ -5,7 +5,7 @@ collective until the process group's timeout: minutes of a node doing nothing. E
 every BEAT_S seconds, through the run's rendezvous store (the one torchrun's agent hosts):
 - bumps its own heartbeat counter, and first publishes its host and pid;
 - looks at every peer: a peer that left on purpose (`stop_watchdog` at the end of the run, or after a user error,
-  which mrt.errors handles on every rank) is ignored from then on; one that left with an error, one whose process
+  which mrt.cli.run_cli handles on every rank) is ignored from then on; one that left with an error, one whose process
   is gone (a peer on this host: its pid is checked, a zombie counts as gone), or one whose heartbeat stalled for
   DEAD_AFTER_S (a peer on another host) is lost.
 A lost peer ends this rank at once: `error: rank R of W is gone (why); stopping rank r ...` on stderr and exit code
@@ -25,6 +25,8 @@ import socket
 import sys
 import threading
 import time
+
+from .errors import UserError, one_line
 
 BEAT_S = 1.0
 DEAD_AFTER_S = 30.0
@@ -181,8 +183,7 @@ def stop_watchdog(status: str | None = None) -> None:
         exc = sys.exc_info()[1]
         status = "ok"
         if exc is not None and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            from .errors import one_line, user_error_types
-            if not isinstance(exc, user_error_types()):
+            if not isinstance(exc, UserError):
                 status = f"failed: {type(exc).__name__}: {one_line(exc)[:300]}"
     if status.startswith("failed"):
         settle()          # the error may be a peer's death seen by a collective: name the peer, if so

@@ -14,7 +14,7 @@ after each kill, then let finish. A kill lands at a random moment of one of thes
 - timed:      SIGKILL from outside, at a random time after the child's last step record (whatever it was doing).
 Each segment is a child process (a fork of this warmed-up process, or with --subprocess this script run anew with
 `--child KIND:STEP:VARIANT`): it installs a patch that SIGKILLs its own process at that point (no hook in the trainer
-itself), then runs train.py's entry point (mrt.errors.run_cli(mrt.trainer.main)).
+itself), then runs train.py's entry point (mrt.cli.run_cli(mrt.trainer.main)).
 Prints a table (kind, kills, resumed, equal) and writes the JSON report. The test suite runs a short version
 (tests/trainer/test_faults_kill.py).
 """
@@ -141,7 +141,7 @@ def install_kill(spec: str) -> None:
 def child_main(spec: str, args: list[str]) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     install_kill(spec)
-    from mrt.errors import run_cli
+    from mrt.cli import run_cli
     from mrt.trainer import main
     return run_cli(main, args)
 

@@ -7,7 +7,7 @@ model's context with the real prompts; prints what the evaluation would run and 
 """
 import sys
 
-from mrt.errors import one_line, user_error_types
+from mrt.errors import one_line
 
 from .config import parse_args
 from .report import markdown_table
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
             print(check(cfg))
             return 0
         results = run(cfg)
-    except (ValueError, *user_error_types()) as exc:  # bad input: a clear message, no traceback
+    except ValueError as exc:  # bad input (every mrt.errors.UserError is one): a clear message, no traceback
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     print(markdown_table(results))

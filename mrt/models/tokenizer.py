@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 
+from ..errors import UserError
+
 # Files one of which a folder's tokenizer is built from (fast tokenizer, sentencepiece, BPE vocabularies, config).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
                    "spiece.model", "tiktoken.model")
 
 
-class MissingTokenizerError(RuntimeError):
+class MissingTokenizerError(UserError, RuntimeError):
     """Text had to be encoded or decoded, and the model folder has no usable tokenizer."""
 
 

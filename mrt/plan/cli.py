@@ -16,7 +16,7 @@ from ..config import ConfigError
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):            # one `error:` line (mrt.errors.run_cli), not argparse's usage + exit
+    def error(self, message):            # one `error:` line (mrt.cli.run_cli), not argparse's usage + exit
         raise ConfigError(message)
 
 
@@ -53,5 +53,5 @@ def main(argv: list[str]) -> dict:
 
 
 def run(argv: list[str] | None = None) -> int:
-    from ..errors import run_cli
+    from ..cli import run_cli
     return run_cli(main, list(sys.argv[1:] if argv is None else argv))

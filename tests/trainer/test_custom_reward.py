@@ -12,7 +12,7 @@ import pytest
 
 from mrt.config import ConfigError, load_config
 from mrt.data import PromptExample
-from mrt.errors import run_cli
+from mrt.cli import run_cli
 from mrt.reward_fn import CustomReward, RewardError, Shaping, reward_answers
 from mrt.rewards import get_reward
 from mrt.trainer import Trainer, main

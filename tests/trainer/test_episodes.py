@@ -3,11 +3,8 @@ import random
 import pytest
 
 from mrt.config import EpisodesConfig
-from mrt.episodes import (SEGMENTERS, backtrack_segmenter, fixed_segmenter, make_segmenter, markers_segmenter,
-                          token_char_ends)
-
-R1_MARKERS = ["Wait", "But wait", "Alternatively", "Is there another way to think about this?",
-              "But let me double-check", "But hold on"]
+from mrt.episodes import (R1_MARKERS, SEGMENTERS, backtrack_segmenter, fixed_segmenter, make_segmenter,
+                          markers_segmenter, token_char_ends)
 
 
 def _online(seg, tok, ids, rng):
@@ -147,3 +144,17 @@ def test_char_ends_multibyte(qwen_tokenizer):
     decoded, ends = token_char_ends(ids, qwen_tokenizer)
     assert decoded == text and len(ends) == len(ids) and ends[-1] == len(text)
     assert ends == sorted(ends)
+
+
+def test_r1_presets_use_the_r1_markers():
+    """The R1 presets' markers are R1_MARKERS (a preset that drifts from the constant fails here)."""
+    import glob
+    import os
+
+    import yaml
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs")
+    presets = sorted(glob.glob(os.path.join(root, "deepscaler_*.yaml")) + glob.glob(os.path.join(root, "r1_*.yaml")))
+    assert presets
+    for path in presets:
+        with open(path, encoding="utf-8") as f:
+            assert yaml.safe_load(f)["episodes"]["markers"] == list(R1_MARKERS), path

@@ -18,7 +18,7 @@ import torch
 import mrt.checkpoint as ckpt
 from mrt.checkpoint import (BrokenCheckpoint, CheckpointWriteError, LegacyCheckpoint, find_resumable,
                             list_checkpoints, load_checkpoint, save_checkpoint, verify)
-from mrt.errors import run_cli
+from mrt.cli import run_cli
 from mrt.trainer import Trainer, main
 
 from .trainer_helpers import snapshot, tiny_config

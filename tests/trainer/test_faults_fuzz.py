@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from mrt.config import Config
-from mrt.errors import run_cli
+from mrt.cli import run_cli
 
 from .real_models import ROOT
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from mrt.errors import run_cli
+from mrt.cli import run_cli
 from mrt.trainer import main
 
 from .real_models import ROOT

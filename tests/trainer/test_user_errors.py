@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from mrt.errors import run_cli
+from mrt.cli import run_cli
 from mrt.trainer import main
 
 from .real_models import ROOT, fixture_file, random_qwen2_folder
@@ -91,7 +91,7 @@ def test_bad_config_key_under_torchrun(tmp_path):
         _check_one_line(err, "rl.alphaa", "unknown config key")
 
 
-# ---- in process: the same entry point (mrt.errors.run_cli around mrt.trainer.main) ----------------------------------
+# ---- in process: the same entry point (mrt.cli.run_cli around mrt.trainer.main) -------------------------------------
 
 def test_missing_or_broken_config_file(tmp_path, capsys):
     _in_process(["--config", str(tmp_path / "nosuch.yaml")], capsys, "--config", "nosuch.yaml", "cannot be read")

@@ -17,7 +17,7 @@ import types
 import pytest
 
 from mrt.config import ConfigError
-from mrt.errors import run_cli
+from mrt.cli import run_cli
 from mrt.trainer import Trainer, main
 from mrt.wandb_sink import check_available, scalars
 
