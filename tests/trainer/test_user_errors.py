@@ -171,3 +171,38 @@ def test_overlong_skip_writes_its_rows_to_the_run_folder(tmp_path):
     report = json.loads((tmp_path / "run" / SKIP_REPORT).read_text())
     assert report["train"]["overlong"] == 2 and report["train"]["overlong_rows"] == [1, 3]
     assert report["eval"]["overlong_rows"] == [1, 3] and report["train"]["source"] == str(data)
+
+
+# ---- what counts as a user error ----------------------------------------------------------------------------------
+
+def test_every_user_error_class_is_a_user_error():
+    """One base class: run_cli reports these as one line; each stays a ValueError for callers that catch that."""
+    from mrt.checkpoint import BrokenCheckpoint, CheckpointWriteError, LegacyCheckpoint
+    from mrt.config import ConfigError
+    from mrt.data import DataError
+    from mrt.errors import HubError, ModelFolderError, UserError
+    from mrt.models import CheckpointError, MissingTokenizerError
+    from mrt.reward_fn import RewardError
+    from mrt.trainer import TrainingStopped
+    for cls in (ConfigError, DataError, CheckpointError, ModelFolderError, HubError, TrainingStopped, BrokenCheckpoint,
+                LegacyCheckpoint, CheckpointWriteError, RewardError, MissingTokenizerError):
+        assert issubclass(cls, UserError) and issubclass(cls, ValueError), cls
+    assert issubclass(CheckpointWriteError, OSError) and issubclass(TrainingStopped, RuntimeError)
+
+
+def test_run_cli_reports_user_errors_only(capsys):
+    """A UserError: one `error:` line, exit code 2. Anything else, a plain ValueError included, is a bug: it keeps
+    its traceback (run_cli lets it through)."""
+    from mrt.errors import UserError
+
+    def user_mistake(argv):
+        raise UserError("data.path: no such\nfile")
+
+    def bug(argv):
+        raise ValueError("a bug")
+
+    assert run_cli(user_mistake, []) == 2
+    assert capsys.readouterr().err == "error: data.path: no such file\n"
+    assert run_cli(lambda argv: None, []) == 0
+    with pytest.raises(ValueError, match="a bug"):
+        run_cli(bug, [])
