@@ -1,13 +1,15 @@
 """`python -m mrt.eval --model DIR --data FILE [--budgets ...] [--samples N] [--out DIR] [--config FILE] [--check]`.
 
-Bad input (a setting, a dataset file or row, a model folder or hub id, a tokenizer) ends with one `error: ...` line and
-exit code 2, as train.py does (mrt/errors.py). `--check` reads and validates the settings, every dataset, every model
-folder (weights read and checked on the meta device, nothing kept) and its tokenizer, and the budgets against each
-model's context with the real prompts; prints what the evaluation would run and exits 0, without generating.
+Bad input (a setting, a dataset file or row, a model folder or hub id, a tokenizer) is a mrt.errors.UserError and ends
+with one `error: ...` line and exit code 2, as train.py does (mrt.cli.run_cli); anything else is a bug and keeps its
+traceback. `--check` reads and validates the settings, every dataset, every model folder (weights read and checked on
+the meta device, nothing kept) and its tokenizer, and the budgets against each model's context with the real prompts;
+prints what the evaluation would run and exits 0, without generating.
 """
 import sys
 
-from mrt.errors import one_line
+from mrt.cli import run_cli
+from mrt.config import ConfigError
 
 from .config import parse_args
 from .report import markdown_table
@@ -31,7 +33,7 @@ def check(cfg) -> str:
         get_verifier(cfg.verifier or ds.verifier)
     dtype = getattr(torch, cfg.dtype, None)
     if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"dtype must name a torch dtype (float32, bfloat16, ...), got {cfg.dtype!r}")
+        raise ConfigError(f"dtype must name a torch dtype (float32, bfloat16, ...), got {cfg.dtype!r}")
     lines = ["check: ok, nothing generated; the evaluation would be:"]
     for name, path in cfg.named_models():
         path = resolve_model_path(path, key="--model")
@@ -53,22 +55,21 @@ def check(cfg) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def evaluate(argv: list[str]) -> None:
+    """Parse argv, then check (`--check`) or run the evaluation and print its table; a user error raises."""
     checking = "--check" in argv
-    argv = [a for a in argv if a != "--check"]
-    try:
-        cfg = parse_args(argv)
-        if checking:
-            print(check(cfg))
-            return 0
-        results = run(cfg)
-    except ValueError as exc:  # bad input (every mrt.errors.UserError is one): a clear message, no traceback
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+    cfg = parse_args([a for a in argv if a != "--check"])
+    if checking:
+        print(check(cfg))
+        return
+    results = run(cfg)
     print(markdown_table(results))
     print(f"wrote {cfg.out}/results.json, results.md and plots")
-    return 0
+
+
+def main(argv=None) -> int:
+    """The exit code: 0, or 2 after one `error:` line for a user error (mrt.cli.run_cli)."""
+    return run_cli(evaluate, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -79,3 +79,48 @@ def test_config_file_and_overrides(tmp_path):
     with pytest.raises(ValueError, match="unknown settings \\['modle'\\]"):
         parse_args(["--config", str(tmp_path / "bad.yaml")])
     assert EvalConfig(models=["m"], data=["d"]).max_budget == 16384
+
+
+def test_every_flag_has_a_help_line():
+    """`python -m mrt.eval --help`: each flag of the evaluate: section says what it does (not a bare name)."""
+    from mrt.eval.config import _parser
+    actions = [a for a in _parser()._actions if a.option_strings and a.dest != "help"]
+    assert len(actions) >= 30
+    bare = [a.option_strings[0] for a in actions if not a.help or len(a.help.split()) < 3]
+    assert not bare, bare
+    assert {"--model", "--data", "--round-tokens", "--no-chat-template", "--check"} <= \
+        {s for a in actions for s in a.option_strings}
+
+
+def test_settings_are_the_config_trees_evaluate_section(tmp_path):
+    """One config tree: the evaluation's settings are Config.evaluate; a whole tree's file is read for that section
+    and the resolved config round-trips through YAML."""
+    from mrt.config import Config, config_from_dict
+    assert isinstance(Config().evaluate, EvalConfig)
+    tree = config_from_dict({"evaluate": {"models": ["m"], "data": ["d"], "budgets": [64, 32]}})
+    assert tree.evaluate.budgets == [32, 64]
+    assert config_from_dict(tree.to_dict()) == tree
+    f = tmp_path / "run.yaml"
+    f.write_text("rl:\n  alpha: 0.5\nevaluate:\n  models: [base=/a]\n  data: [countdown:8]\n  samples: 3\n")
+    cfg = parse_args(["--config", str(f), "--round-tokens", "64"])
+    assert cfg.named_models() == [("base", "/a")] and cfg.samples == 3 and cfg.round_tokens == 64
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    """Only user errors become one `error:` line with exit code 2; a ValueError from inside the code propagates."""
+    def broken(cfg):
+        raise ValueError("a bug")
+    monkeypatch.setattr(cli, "run", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["--model", "m", "--data", "d"])
+    assert cli.main(["--model", "m", "--data", "d", "--samples", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: samples must be >= 1")
+
+
+def test_a_tokenizer_without_chat_template_needs_the_flag(tmp_path, tiny_model_dir, capsys):
+    """No silent fall back to raw text: the chat template is on by default and its absence is a user error."""
+    data = _data(tmp_path, [{"problem": "1+1", "answer": "2"}])
+    argv = ["--model", str(tiny_model_dir), "--data", str(data), "--budgets", "8", "--check"]
+    assert cli.main(argv) == 2
+    assert "no chat template; pass --no-chat-template" in capsys.readouterr().err
+    assert cli.main(argv + ["--no-chat-template"]) == 0

@@ -162,7 +162,8 @@ EVAL_KEYS = ["samples", "budgets", "temperature", "top_p", "limit", "prompt_colu
              "extrapolation_rounds", "round_tokens", "markers", "dtype", "device", "block_size", "max_num_seqs",
              "regret_interpolation", "bogus", "models", "data", "seed", "meta_top_p"]
 NAMEABLE = [k.split(".")[-1] for k in KEYS] + KEYS + SECTIONS + EVAL_KEYS + ["--config", "row", "rows",
-                                                                           "arguments", "--model", "unknown settings"]
+                                                                           "arguments", "--model", "--data",
+                                                                           "unknown settings"]
 
 
 def _verdict(code: int, out: str, err: str, files: list[str]) -> str | None:
