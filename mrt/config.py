@@ -34,6 +34,27 @@ def _choice(value, key: str, choices) -> None:
     _need(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
 
 
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]   # every projection
+
+
+@dataclass
+class LoraConfig:
+    r: int = 0                            # adapter rank; 0: no LoRA, every parameter is trained (mrt.models.lora)
+    alpha: float = 16.0                   # the adapter's output is scaled by alpha / r
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))   # names, or [all-linear]
+    dropout: float = 0.0                  # on the adapter's input, in the training forward only
+    generation: str = "merged"            # merged (a copy with W0 + alpha/r B A) | adapters (in the engine's linears)
+    save_merged: bool = False             # checkpoints also hold merged/, the adapted weights transformers loads
+
+    def __post_init__(self):
+        _need(self.r >= 0, "model.lora.r", f"must be >= 0 (0: no LoRA), got {self.r}")
+        _need(self.alpha > 0, "model.lora.alpha", f"must be > 0, got {self.alpha}")
+        _need(0 <= self.dropout < 1, "model.lora.dropout", f"must be in [0, 1), got {self.dropout}")
+        _need(len(self.target_modules) > 0 and all(isinstance(t, str) and t.strip() for t in self.target_modules),
+              "model.lora.target_modules", f"must list module names (e.g. q_proj, v_proj), got {self.target_modules}")
+        _choice(self.generation, "model.lora.generation", ("merged", "adapters"))
+
+
 @dataclass
 class ModelConfig:
     path: str = "mrt:assets/tiny_model"   # HF folder (config.json, *.safetensors, tokenizer files) or hub id
@@ -41,6 +62,7 @@ class ModelConfig:
     revision: str | None = None           # of a hub id (branch, tag or commit); None: the default branch
     dtype: str = "float32"                # parameters and compute: float32 | bfloat16 | float16
     gradient_checkpointing: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)   # low-rank adapters instead of full fine-tuning
 
     def __post_init__(self):
         _need(bool(self.path), "model.path", "must be set (a Hugging Face model folder)")
@@ -49,7 +71,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    path: str = "arithmetic"              # a file / folder, a task name when format is 'task', a hub dataset id
+    path: str = "countdown"               # a file / folder, a task name when format is 'task', a hub dataset id
     format: str = "task"                  # auto | jsonl | parquet | datasets | hub | task
     prompt_column: str = "problem"
     answer_column: str = "answer"
@@ -60,7 +82,7 @@ class DataConfig:
     overlong: str = "error"               # error: stop, naming the row | skip: drop it (listed in the run folder)
     split: str = "train"                  # the split of a saved `datasets` DatasetDict or of a hub dataset
     revision: str | None = None           # of a hub dataset; None: the default branch
-    num_problems: int = 4000              # size of a synthetic task's training set
+    num_problems: int = 2000              # size of a synthetic task's training set (countdown has ~2,140)
 
     def __post_init__(self):
         _need(bool(self.path), "data.path", "must be set")
@@ -75,7 +97,7 @@ class DataConfig:
 @dataclass
 class RolloutConfig:
     group_size: int = 8                   # G samples per prompt
-    max_new_tokens: int = 96              # L, completion budget
+    max_new_tokens: int = 80              # L, completion budget (countdown: 3 attempts and the answer)
     temperature: float = 0.7
     top_p: float = 1.0
     top_k: int | None = None
@@ -130,8 +152,8 @@ class EpisodesConfig:
 class MetaProverConfig:
     enabled: bool = True
     m: int = 4                            # branches per boundary (and from the bare prompt, once per prompt)
-    termination_text: str = "The answer is \\boxed{"   # a name in mrt.termination (r1, arithmetic, ...) or the text
-    answer_max_tokens: int = 4
+    termination_text: str = "countdown"   # a name in mrt.termination (r1, arithmetic, countdown) or the text
+    answer_max_tokens: int = 16           # countdown: an expression "( 7 * 3 ) + 9", "}", " .", end of text
     temperature: float = 0.6
     top_p: float = 0.95
     prompt_branches: bool = False         # estimate J_{-1} from the bare prompt (off: J_{-1} = 0)
@@ -446,7 +468,7 @@ class Config:
     evaluate: EvalConfig = field(default_factory=EvalConfig)          # python -m mrt.eval
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     seed: int = 0
-    reward: str = "arithmetic"            # a name in mrt.rewards.REWARDS, or module:function / file.py:function
+    reward: str = "countdown"             # a name in mrt.rewards.REWARDS, or module:function / file.py:function
     format_reward: float = 0.0            # added weight of the format reward (0: off)
     shaping: list[ShapingTerm] = field(default_factory=list)   # weighted terms added to the training reward only
 
