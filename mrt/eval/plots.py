@@ -14,10 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+def _pyplot():
+    """matplotlib.pyplot on the file-only backend, imported when a plot is drawn: importing mrt.eval (its __init__
+    names these functions) or anything that imports a module of it never loads matplotlib."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def _panels(has_extrapolation: bool) -> list[tuple[str, str, str, str, str]]:
@@ -53,6 +57,7 @@ def _draw_j(ax, r: dict, color) -> None:
 
 def plot_results(results: list[dict], out_dir: str | Path) -> list[Path]:
     """One PNG per dataset under out_dir; returns the paths."""
+    plt = _pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -92,6 +97,7 @@ def plot_accuracy_vs_tokens(series: dict[str, tuple[list[float], list[float], li
     budget a vertical line and the budgets past it shaded (the extrapolation region).
 
     series[method] = (budgets, mean accuracy, band half-width); a NaN half-width (one seed) draws no band."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     right = max(max(x) for x, _, _ in series.values())
