@@ -161,7 +161,8 @@ def _read_hub(name: str, split: str, revision: str | None) -> Iterator[tuple[int
     yield from enumerate(ds)
 
 
-def _read_task(name: str, cfg: DataConfig, split: str, seed: int, n: int | None) -> Iterator[tuple[int, Any]]:
+def _read_task(name: str, cfg: DataConfig, split: str, seed: int, n: int | None,
+               key: str) -> Iterator[tuple[int, Any]]:
     if name == "arithmetic":
         from .tasks import arithmetic
         count = n if n is not None else cfg.num_problems
@@ -174,7 +175,7 @@ def _read_task(name: str, cfg: DataConfig, split: str, seed: int, n: int | None)
         try:
             problems = countdown.generate_problems(count, seed=seed, split=split)
         except ValueError as exc:
-            raise DataError(f"{name}: {exc} (data.num_problems / eval.held_out)") from None
+            raise DataError(f"{name}: {exc} ({key})") from None
         for i, p in enumerate(problems):
             yield i, {cfg.prompt_column: p.text, cfg.answer_column: p.answer}   # the answer is the problem itself
         return
@@ -182,13 +183,15 @@ def _read_task(name: str, cfg: DataConfig, split: str, seed: int, n: int | None)
 
 
 def read_rows(path: str, fmt: str, cfg: DataConfig, split: str = "train", seed: int = 0,
-              max_rows: int | None = None, key: str = "data.path") -> Iterator[tuple[int, Any]]:
+              max_rows: int | None = None, key: str | None = None) -> Iterator[tuple[int, Any]]:
     """(row, object) pairs of a source, for training and evaluation alike (mrt.eval.problems); a row that cannot be
-    parsed is a `_BadRow` that `check_row` names. key: the setting that named the source, for the messages."""
+    parsed is a `_BadRow` that `check_row` names. key: the setting that named the source, for the messages (None:
+    training's, data.path)."""
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt == "task":
-        return _read_task(path, cfg, split, seed, max_rows)
+        return _read_task(path, cfg, split, seed, max_rows, key or "data.num_problems / eval.held_out")
+    key = key or "data.path"
     if fmt == "hub":
         return _read_hub(path, cfg.split, cfg.revision)
     if not os.path.exists(path):

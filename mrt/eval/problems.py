@@ -9,13 +9,14 @@ expression as written).
 """
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from mrt.config import ConfigError, DataConfig
-from mrt.data import DataError
+from mrt.data import TASK_FORMATS, DataError, check_row, detect_format, read_rows
 from mrt.termination import R1_TERMINATION_TEXT
 
 
@@ -65,45 +66,35 @@ def get_verifier(name: str) -> Verifier:
     return Verifier(name, get_reward(name), ANSWER_KEYS[name])
 
 
-def _read_rows(path: str, prompt_column: str, answer_column: str) -> list[tuple[int, dict]]:
-    """(row, object) of every row of a file, through training's reader (mrt.data.read_rows: JSONL, a JSON array,
-    Parquet, a saved `datasets` folder; a name of no known format is read as JSON lines)."""
-    from mrt.data import detect_format, read_rows
+def _rows(spec: str, cfg: DataConfig, task: str | None, n: int) -> list[tuple[int, Any]]:
+    """(row, object) of every row, through training's reader (mrt.data.read_rows): n held-out problems of a task, or a
+    file (JSONL, a JSON array, Parquet, a saved `datasets` folder; a name of no known format is read as JSON lines)."""
+    if task is not None:
+        return list(read_rows(task, "task", cfg, split="heldout", seed=0, max_rows=n, key="--data"))
     fmt = "jsonl"
-    if os.path.exists(path):
+    if os.path.exists(spec):
         try:
-            fmt = detect_format(path)
+            fmt = detect_format(spec)
         except DataError:
             pass
-    cfg = DataConfig(path=path, format=fmt, prompt_column=prompt_column, answer_column=answer_column)
-    return list(read_rows(path, fmt, cfg, key="--data"))
-
-
-def _synthetic(spec: str, task: str, count: str, limit: int | None) -> EvalDataset:
-    """`arithmetic[:N]` / `countdown[:N]`: N problems (64 by default) of the task's held-out split (mrt.tasks)."""
-    import importlib
-    module = importlib.import_module(f"mrt.tasks.{task}")
-    if count and not count.isdigit():
-        raise DataError(f"dataset {spec!r}: the number of problems after ':' must be a whole number")
-    n = int(count or 64)
-    if n < 1:
-        raise DataError(f"dataset {spec!r} is empty: ask for at least one problem")
-    try:
-        probs = module.generate_problems(n if limit is None else min(n, limit), seed=0, split="heldout")
-    except ValueError as exc:         # more problems than the task has
-        raise DataError(f"dataset {spec!r}: {exc}") from None
-    return EvalDataset(task, [p.text for p in probs], [p.answer for p in probs], task, module.TERMINATION_TEXT)
+    return list(read_rows(spec, fmt, cfg, key="--data"))
 
 
 def load_dataset(spec: str, *, prompt_column: str = "problem", answer_column: str = "answer",
                  limit: int | None = None) -> EvalDataset:
-    """The problems of one dataset spec; DataError for a missing file, an unknown column, a malformed row (the
-    training data's rule, mrt.data.check_row) or an empty dataset."""
-    from mrt.data import check_row
+    """The problems of one dataset spec (a file, or `arithmetic[:N]` / `countdown[:N]`, N = 64 by default); DataError
+    for a missing file, an unknown column, a malformed row (the training data's rule, mrt.data.check_row) or an empty
+    dataset."""
+    cfg = DataConfig(path=spec, prompt_column=prompt_column, answer_column=answer_column)
     task, _, count = spec.partition(":")
-    if task in ("arithmetic", "countdown"):
-        return _synthetic(spec, task, count, limit)
-    rows = _read_rows(spec, prompt_column, answer_column)
+    n = 0
+    if task in TASK_FORMATS:
+        if count and not count.isdigit():
+            raise DataError(f"dataset {spec!r}: the number of problems after ':' must be a whole number")
+        n = int(count or 64)
+        if n < 1:
+            raise DataError(f"dataset {spec!r} is empty: ask for at least one problem")
+    rows = _rows(spec, cfg, task if task in TASK_FORMATS else None, n if limit is None else min(n, limit))
     if not rows:
         raise DataError(f"dataset {spec} is empty: it has no rows")
     columns = sorted({k for _, r in rows if isinstance(r, dict) for k in r})
@@ -111,11 +102,13 @@ def load_dataset(spec: str, *, prompt_column: str = "problem", answer_column: st
         if col not in columns:
             raise DataError(f"dataset {spec} has no {role} column {col!r}; its columns are {columns} "
                             f"(choose one with --{role}-column)")
-    cfg = DataConfig(path=spec, prompt_column=prompt_column, answer_column=answer_column)
     for row, obj in rows:
         why = check_row(obj, cfg)
         if why is not None:
             raise DataError(f"{spec}: row {row}: {why}")
     rows = rows[:limit] if limit is not None else rows
-    return EvalDataset(Path(spec).stem, [r[prompt_column] for _, r in rows], [r[answer_column] for _, r in rows],
-                       "math", R1_TERMINATION_TEXT)
+    problems, answers = [r[prompt_column] for _, r in rows], [r[answer_column] for _, r in rows]
+    if task in TASK_FORMATS:      # the task's verifier and termination text
+        module = importlib.import_module(f"mrt.tasks.{task}")
+        return EvalDataset(task, problems, answers, task, module.TERMINATION_TEXT)
+    return EvalDataset(Path(spec).stem, problems, answers, "math", R1_TERMINATION_TEXT)
