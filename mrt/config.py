@@ -6,7 +6,9 @@ true). Every value is parsed to its field's type; an unknown key or a bad value 
 key; a key of an earlier version (REMOVED_KEYS) raises saying it was removed. The resolved config is written with the
 run (`Config.save`) and reads back to an equal Config. Components read their section once through a `from_config`
 (`MetaProver.from_config`, `UpdateSettings.from_config`); `RolloutConfig.logprob_temperature` is the one place the
-log-probs' temperature is derived from the sampling temperature.
+log-probs' temperature is derived from the sampling temperature. The tree holds the evaluation's settings too:
+`eval` (HeldOutConfig) is the held-out accuracy measured during training, `evaluate` (EvalConfig) is
+`python -m mrt.eval`'s, whose flags map onto its fields (mrt.eval.config).
 
 Paths starting with `mrt:` are relative to the `mrt` package (the embedded model: `mrt:assets/tiny_model`).
 """
