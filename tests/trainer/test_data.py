@@ -129,3 +129,20 @@ def test_datasets_folder(tmp_path, qwen_tokenizer):
     assert ds[0].answer == "2"
     with pytest.raises(DataError, match="no split 'test'"):
         load_prompts(_cfg(tmp_path / "ds", split="test"), qwen_tokenizer)
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_one_prompt_formatter(qwen_tokenizer, chat):
+    """Training and evaluation share prompt_ids: with the chat template it gives the ids the template itself gives
+    when tokenising (what mrt.eval used to call), without it the raw text with the tokenizer's special tokens."""
+    from mrt.data import prompt_ids
+    problem = "Find $x$ if $2x + 3 = 11$. Wait, is it 4?"
+    text, ids = prompt_ids(problem, qwen_tokenizer, chat)
+    if chat:
+        want = qwen_tokenizer.apply_chat_template([{"role": "user", "content": problem}], add_generation_prompt=True,
+                                                  tokenize=True, return_dict=False)
+        assert text.endswith("<|im_start|>assistant\n") and problem in text
+    else:
+        want = qwen_tokenizer(problem)["input_ids"]
+        assert text == problem
+    assert ids == list(want["input_ids"] if hasattr(want, "keys") else want)
