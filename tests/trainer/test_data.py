@@ -92,8 +92,8 @@ def test_missing_file_and_format(tmp_path, qwen_tokenizer):
 
 def test_task_prompts(tiny_tokenizer):
     from mrt.tasks import arithmetic as task
-    ds = load_prompts(DataConfig(), tiny_tokenizer, max_rows=50)
-    held = load_prompts(DataConfig(), tiny_tokenizer, split="heldout", max_rows=50)
+    ds = load_prompts(DataConfig(path="arithmetic"), tiny_tokenizer, max_rows=50)
+    held = load_prompts(DataConfig(path="arithmetic"), tiny_tokenizer, split="heldout", max_rows=50)
     assert len(ds) == 50 and len(held) == 50
     assert not {e.problem for e in ds.examples} & {e.problem for e in held.examples}
     e = ds[0]
