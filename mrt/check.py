@@ -48,6 +48,9 @@ def check_run(cfg: Config) -> str:
     Shaping(cfg.shaping)
     from .wandb_sink import check_available
     check_available(cfg.logging.wandb)      # logging.wandb asked for: the package must be installed
+    from .models.lora import check_available as lora_asked, find_targets
+    if lora_asked(cfg.model.lora):          # model.lora asked for: peft installed, target_modules in the model
+        find_targets(model, cfg.model.lora.target_modules)
     make_segmenter(cfg.episodes)
     if not tokenizer(cfg.meta_prover.termination_text, add_special_tokens=False)["input_ids"]:
         raise ConfigError("meta_prover.termination_text: encodes to no tokens")

@@ -204,8 +204,9 @@ def verify(path: str) -> dict:
         if _sha256(f) != digest:
             raise BrokenCheckpoint(f"{f}: checksum differs from the manifest (corrupted or changed)")
     for need in (TRAINER_STATE, OPTIMIZER, "model.safetensors"):
-        if need not in files and not (need == "model.safetensors" and any(r.endswith(".safetensors") and
-                                                                          r.startswith("model") for r in files)):
+        # the weights: model.safetensors, its shards, or a LoRA run's adapter (mrt.models.lora_files)
+        if need not in files and not (need == "model.safetensors" and any(
+                r.endswith(".safetensors") and r.startswith(("model", "adapter_model")) for r in files)):
             raise BrokenCheckpoint(f"{os.path.join(path, need)}: missing (not in the manifest)")
     return manifest
 
@@ -381,6 +382,9 @@ def load_model_weights(model, path: str) -> None:
     `load_hf_state_dict(state_dict)`; otherwise `load_state_dict(strict=True)` is used.
     """
     from safetensors.torch import load_file
+    if hasattr(model, "load_checkpoint_folder"):      # a LoRA run's adapter (mrt.models.lora.LoraModel)
+        model.load_checkpoint_folder(path)
+        return
     sd = load_file(os.path.join(path, "model.safetensors"))
     if hasattr(model, "load_hf_state_dict"):
         model.load_hf_state_dict(sd)

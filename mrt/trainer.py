@@ -41,6 +41,7 @@ from .episodes import make_segmenter
 from .errors import UserError
 from .meta_prover import MetaProver
 from .metrics_log import MetricsLogger
+from .models.lora_model import apply_lora
 from .rewards import format_reward, get_reward
 from .reward_fn import Shaping, reward_answers, shaping_bonus
 from .rollout import Engine, SamplingParams
@@ -67,6 +68,8 @@ class Trainer:
         path = resolve_model_path(cfg.model.path, revision=cfg.model.revision)
         dtype = _DTYPES[cfg.model.dtype]
         self.model = load_model(path, dtype=dtype, device=d.device)
+        # model.lora: adapters on the target linears, the rest frozen (None: full fine-tuning; mrt.models.lora)
+        self.lora = apply_lora(self.model, cfg.model.lora, path, seed=derive_seed("lora-init", cfg.seed))
         tok_key = "model.tokenizer_path" if cfg.model.tokenizer_path else "model.path"
         tok_path = resolve_model_path(cfg.model.tokenizer_path, revision=cfg.model.revision, key=tok_key) \
             if cfg.model.tokenizer_path else path
@@ -76,6 +79,8 @@ class Trainer:
         self.train_model = wrap_model(self.model, d, cfg.distributed.strategy)
         # FSDP2: generation runs on an unsharded copy filled from the shards each step (see mrt.distributed).
         self.gen_model = load_model(path, dtype=dtype, device=d.device) if d.strategy == "fsdp" else self.model
+        if self.lora is not None:      # the engine's model: a merged copy, or the training model with its adapters
+            self.gen_model = self.lora.generation_model(d.strategy)
         self.ref_model = None
         if cfg.rl.kl_coef > 0:
             self.ref_model = load_model(path, dtype=dtype, device=d.device).requires_grad_(False)
@@ -133,6 +138,8 @@ class Trainer:
         dynamic sampling than another, or have no prompts of its own)."""
         if self.dist.strategy == "fsdp":
             sync_generation_model(self.train_model, self.gen_model)
+        if self.lora is not None:      # W0 + (alpha/r) B A into the generation copy, in place
+            self.lora.sync()
 
     def _generate(self, prompts, params, hook):
         self.engine.reset_prefix_cache()     # cached K/V were computed by the weights before the last update
@@ -434,9 +441,9 @@ class Trainer:
         optim_state = gathered_optimizer_state(self.train_model, self.optimizer, self.dist)   # FSDP2: collective
         path = None
         if self.dist.is_main:
-            path = ckpt.save_checkpoint(self.cfg.checkpoint_dir, self.step, self.gen_model, tokenizer=self.tokenizer,
-                                        optimizer_state=optim_state, scheduler=self.scheduler, config=self.cfg,
-                                        extra=extra, keep_last=self.cfg.checkpoint.keep_last)
+            path = ckpt.save_checkpoint(self.cfg.checkpoint_dir, self.step, self.lora or self.gen_model,
+                                        tokenizer=self.tokenizer, optimizer_state=optim_state, scheduler=self.scheduler,
+                                        config=self.cfg, extra=extra, keep_last=self.cfg.checkpoint.keep_last)
         self.dist.barrier()
         return path
 
@@ -466,7 +473,7 @@ class Trainer:
         if path is None:
             return False
         fsdp = self.dist.strategy == "fsdp"
-        state = ckpt.load_checkpoint(path, None if fsdp else unwrap(self.model),
+        state = ckpt.load_checkpoint(path, None if fsdp else (self.lora or unwrap(self.model)),
                                      optimizer=None if fsdp else self.optimizer,
                                      scheduler=self.scheduler, restore_rng=False, check=False)
         order = state["extra"].get("data_order")

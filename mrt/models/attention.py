@@ -22,7 +22,7 @@ from torch import nn
 
 from .attention_metadata import PackedMetadata, PagedMetadata
 from .config import ArchConfig
-from .layers import RMSNorm
+from .layers import RMSNorm, linear
 from .rope import apply_rope
 
 
@@ -120,11 +120,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn: PackedMetadata | PagedMetadata,
                 spans: list[tuple[int, int]] | None, kv_layer: KVLayer | None) -> torch.Tensor:
         n = x.shape[0]
-        # F.linear on the submodules' parameters: the same product without a module call each (a decode step is
-        # small enough on a CPU for that overhead to show)
-        q = F.linear(x, self.q_proj.weight, self.q_proj.bias).view(n, self.num_heads, self.head_dim)
-        k = F.linear(x, self.k_proj.weight, self.k_proj.bias).view(n, self.num_kv_heads, self.head_dim)
-        v = F.linear(x, self.v_proj.weight, self.v_proj.bias).view(n, self.num_kv_heads, self.head_dim)
+        q = linear(x, self.q_proj).view(n, self.num_heads, self.head_dim)
+        k = linear(x, self.k_proj).view(n, self.num_kv_heads, self.head_dim)
+        v = linear(x, self.v_proj).view(n, self.num_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -132,4 +130,4 @@ class Attention(nn.Module):
             o = packed_attention(q, k, v, attn, spans, self.scale)
         else:
             o = paged_attention_layer(q, k, v, attn, kv_layer, self.scale)
-        return F.linear(o.reshape(n, self.num_heads * self.head_dim), self.o_proj.weight, self.o_proj.bias)
+        return linear(o.reshape(n, self.num_heads * self.head_dim), self.o_proj)
