@@ -43,7 +43,7 @@ def one_step(tr: Trainer, step: int) -> dict:
     """A full training step with each part timed on its own, through the trainer's own step parts (so the benchmark
     times what a step runs): a round's requests, generation (without, then with the meta-prover's hook), scoring
     into the packed batch, advantages, the update."""
-    examples, params, mp = tr._round_requests(tr.step_prompts(step), step, 0, 0)
+    examples, params, mp = tr.sampler.requests(tr.step_prompts(step), step, 0, 0)
     prompts = [e.prompt_ids for e in examples]
     sync = torch.cuda.synchronize if tr.dist.device.type == "cuda" else (lambda: None)
 
@@ -59,7 +59,7 @@ def one_step(tr: Trainer, step: int) -> dict:
     t_roll = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    batch = tr._score(gen.outputs, examples, 0)
+    batch = tr.sampler.score(gen.outputs, examples, 0)
     t_rew = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -75,7 +75,7 @@ def one_step(tr: Trainer, step: int) -> dict:
     meta = max(t_roll - t_gen, 0.0) if mp is not None else 0.0
     return {"generation": t_gen, "meta_prover": meta, "reward": t_rew, "advantages": t_adv, "update": t_upd,
             "step": (t_roll if mp is not None else t_gen) + t_rew + t_adv + t_upd,
-            "completion_tokens": batch.num_completion_tokens, "loss": stats["loss"]}
+            "completion_tokens": batch.num_completion_tokens, "loss": float(stats.loss)}
 
 
 def bench_mrt(algo: str, size: dict, device: str | None) -> dict:

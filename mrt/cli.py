@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Callable
 
-from .errors import UserError, one_line
+from .errors import ConfigError, UserError, one_line
 
 PEER_WAIT_S = 30.0      # a failing rank waits this long at most for the others (skewed by slow model loads)
 EARLY_PAUSE_S = 1.0     # before the process group exists: the ranks parse the same arguments at the same time
@@ -52,3 +52,28 @@ def wait_for_peers(timeout: float = PEER_WAIT_S) -> None:
     except Exception:  # noqa: BLE001 (the store went away with a peer: nothing left to wait for)
         pass
 
+
+def train_args(argv: list[str]) -> tuple[str | None, list[str], bool]:
+    """train.py's command line -> (the --config file or None, the dotted overrides for mrt.config.parse_overrides,
+    whether --check was given: validate everything, say what would run, and stop, mrt.check). `--resume` is short
+    for `--checkpoint.resume`. argv is not changed."""
+    argv, path = list(argv), None
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise ConfigError("--config: needs a file")
+        path = argv[i + 1]
+        del argv[i:i + 2]
+    else:
+        for i, a in enumerate(argv):
+            if a.startswith("--config="):
+                path = a.split("=", 1)[1]
+                del argv[i]
+                break
+    if "--resume" in argv:       # shorthand of --checkpoint.resume
+        argv.remove("--resume")
+        argv.append("--checkpoint.resume")
+    check = "--check" in argv
+    if check:
+        argv.remove("--check")
+    return path, argv, check

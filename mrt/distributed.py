@@ -41,12 +41,11 @@ class Distributed:
         return self.rank == 0
 
     # ---- collectives (no-ops on one process) -------------------------------------------------------------------
-    def all_reduce_sum(self, values: list[float]) -> list[float]:
-        if not self.enabled:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return t.tolist()
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """t summed over ranks, in place (returned): one all-reduce (mrt.step_metrics stacks a step's sums into t)."""
+        if self.enabled:
+            dist.all_reduce(t)
+        return t
 
     def all_gather_objects(self, obj) -> list:
         if not self.enabled:

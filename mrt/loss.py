@@ -64,13 +64,14 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
                 seq_ids: torch.Tensor | None = None, *, clip_low: float = 0.2, clip_high: float = 0.28,
                 kl_coef: float = 0.0, ref_logp: torch.Tensor | None = None, aggregation: str = "token_mean",
                 constant_normalizer: float | None = None, num_tokens: int | None = None,
-                num_seqs: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                num_seqs: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss (a scalar with grad through logp) and stats; all inputs are (T,) over packed tokens.
 
     logp: current log-probs (grad); old_logp, advantages, ref_logp: no grad needed; mask: bool, the completion
     tokens that count; seq_ids: int64 trace index of each token (needed to count traces when num_seqs is None).
-    Stats (floats, over masked tokens): clip_fraction, clip_low_fraction, clip_high_fraction, ratio_mean, ratio_max,
-    kl (mean k3 to the reference, 0 without one), approx_kl_old (mean old - new log-prob), num_tokens.
+    Stats (float64 0-d tensors, not read to the host; over masked tokens): clip_fraction, clip_low_fraction,
+    clip_high_fraction, ratio_mean, ratio_max, kl (mean k3 to the reference, 0 without one), approx_kl_old (mean old -
+    new log-prob), num_tokens.
     """
     _check_inputs(logp, old_logp, advantages, mask, seq_ids, ref_logp, clip_low=clip_low, clip_high=clip_high,
                   kl_coef=kl_coef, aggregation=aggregation)
@@ -123,19 +124,22 @@ def _num_seqs(m: torch.Tensor, seq_ids: torch.Tensor | None, num_seqs: int | Non
 
 
 @torch.no_grad()
-def _stats(m, adv, ratio, log_ratio, k3, *, clip_low: float, clip_high: float) -> dict[str, float]:
-    """Clip fractions, ratio and KL statistics over the masked-in tokens (policy_loss's docstring)."""
-    cnt = max(int(m.sum()), 1)
+def _stats(m, adv, ratio, log_ratio, k3, *, clip_low: float, clip_high: float) -> dict[str, torch.Tensor]:
+    """Clip fractions, ratio and KL statistics over the masked-in tokens (policy_loss's docstring), as float64 0-d
+    tensors on logp's device: nothing is read to the host here (the update sums them and the step reads them once,
+    mrt.step_metrics). A mean is the float32 sum over the tokens, in float64, over their count."""
+    cnt = m.sum().clamp(min=1).double()
     hi = (adv > 0) & (ratio > 1.0 + clip_high) & m
     lo = (adv < 0) & (ratio < 1.0 - clip_low) & m
     r = torch.where(m, ratio, torch.zeros_like(ratio))
+    zero = torch.zeros((), dtype=torch.float64, device=m.device)
     return {
-        "clip_fraction": float((hi | lo).sum()) / cnt,
-        "clip_high_fraction": float(hi.sum()) / cnt,
-        "clip_low_fraction": float(lo.sum()) / cnt,
-        "ratio_mean": float((r * m.to(ratio.dtype)).sum()) / cnt,
-        "ratio_max": float(r.max()) if ratio.shape[0] else 0.0,
-        "kl": float(torch.where(m, k3, torch.zeros_like(k3)).sum()) / cnt if k3 is not None else 0.0,
-        "approx_kl_old": float(torch.where(m, -log_ratio, torch.zeros_like(log_ratio)).sum()) / cnt,
-        "num_tokens": float(int(m.sum())),
+        "clip_fraction": (hi | lo).sum().double() / cnt,
+        "clip_high_fraction": hi.sum().double() / cnt,
+        "clip_low_fraction": lo.sum().double() / cnt,
+        "ratio_mean": (r * m.to(ratio.dtype)).sum().double() / cnt,
+        "ratio_max": r.max().double() if ratio.shape[0] else zero,
+        "kl": torch.where(m, k3, torch.zeros_like(k3)).sum().double() / cnt if k3 is not None else zero,
+        "approx_kl_old": torch.where(m, -log_ratio, torch.zeros_like(log_ratio)).sum().double() / cnt,
+        "num_tokens": m.sum().double(),
     }

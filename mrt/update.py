@@ -6,7 +6,7 @@ Per micro-batch (traces packed without padding, at most `micro_batch_tokens` tok
     loss = mrt.loss.policy_loss(logp, old_logp, advantages, mask, ...)  # normalised by the WHOLE batch's counts
     loss.backward()                                                      # gradients accumulate
 then clip the gradient norm (`run_update`); the trainer takes the optimizer step once every rank found its loss and
-gradient norm finite (`run_update`'s `_finite`). With several ranks the counts are the global ones and the
+gradient norm finite (`run_update`'s `finite`). With several ranks the counts are the global ones and the
 loss is multiplied by the world size, so DDP's gradient mean is the gradient of the global batch loss.
 A non-finite loss or gradient norm skips the optimizer step (gradients dropped); the trainer counts such steps.
 
@@ -31,6 +31,7 @@ from mrt_kernels import fused_linear_logprobs
 
 from .loss import LossSettings, policy_loss
 from .models import packed_metadata
+from .step_metrics import UpdateSums
 
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
@@ -73,17 +74,18 @@ def _logprobs(train_model, policy, mb, temperature: float, *, entropy: bool):
 
 
 @torch.no_grad()
-def recompute_old_logp(train_model, policy, micro, *, temperature: float) -> tuple[float, int]:
+def recompute_old_logp(train_model, policy, micro, *, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace each micro-batch's old_logp (the engine's) by the training forward's, in place, before the update.
 
-    Returns (sum over completion tokens of engine - recomputed log-prob, number of those tokens): this rank's share
-    of approx_kl_old.
+    Returns (sum over completion tokens of engine - recomputed log-prob (float64), number of those tokens), 0-d
+    tensors on the device: this rank's share of approx_kl_old, read to the host with the step's metrics.
     """
-    diff, n = 0.0, 0
+    diff = torch.zeros((), dtype=torch.float64, device=micro[0].mask.device if micro else None)
+    n = torch.zeros((), dtype=torch.int64, device=diff.device)
     for mb in micro:
         logp = _logprobs(train_model, policy, mb, temperature, entropy=False).float()
-        diff += float((mb.old_logp - logp)[mb.mask].sum())
-        n += int(mb.mask.sum())
+        diff += (mb.old_logp - logp)[mb.mask].sum().double()     # the float32 sum of the masked tokens, in float64
+        n += mb.mask.sum()
         mb.old_logp = torch.where(mb.mask, logp, torch.zeros_like(logp))
     return diff, n
 
@@ -102,17 +104,21 @@ class UpdateSettings:
 
 
 def run_update(train_model, policy, optimizer, micro, settings: UpdateSettings, *, num_tokens: int, num_seqs: int,
-               world_size: int = 1, ref_logp_fn=None) -> dict:
+               world_size: int = 1, ref_logp_fn=None) -> UpdateSums:
     """One optimizer step's gradients over the micro-batches `micro` (PackedUpdate list of this rank); the caller
     steps the optimizer. `train_model` takes the forward (the model, DDP or FSDP2); `policy` is the unwrapped model,
     whose lm_head_weight is read after it; num_tokens, num_seqs: the whole batch's counts (all ranks).
-    Returns stats (means over this rank's completion tokens; `loss` is this rank's share, summed over ranks it is
-    the batch loss; `grad_norm`: the norm before clipping) and `_finite` (False when the step must be skipped: a
-    non-finite loss or gradient norm)."""
+    Returns UpdateSums, tensors on the device, nothing read to the host: sums over this rank's completion tokens
+    (each micro-batch's mean times its tokens), `loss` (this rank's share: summed over ranks it is the batch loss),
+    `grad_norm` (before clipping) and `finite` (False when the step must be skipped: a non-finite loss or gradient
+    norm)."""
     optimizer.zero_grad(set_to_none=True)
+    device = micro[0].mask.device if micro else None
+    zero = torch.zeros((), dtype=torch.float64, device=device)
     sums = dict.fromkeys(("loss", "entropy", "clip_fraction", "clip_high_fraction", "clip_low_fraction", "kl",
-                          "approx_kl_old", "ratio_mean"), 0.0)
-    ratio_max, tok, finite = 0.0, 0, True
+                          "approx_kl_old", "ratio_mean"), zero)
+    ratio_max, tok, finite = zero, torch.zeros((), dtype=torch.int64, device=device), torch.ones((), dtype=torch.bool,
+                                                                                               device=device)
     for i, mb in enumerate(micro):
         # DDP: all-reduce the gradients only on the last micro-batch.
         sync = contextlib.nullcontext() if i == len(micro) - 1 or not hasattr(train_model, "no_sync") \
@@ -122,27 +128,25 @@ def run_update(train_model, policy, optimizer, micro, settings: UpdateSettings, 
             ref = ref_logp_fn(mb) if ref_logp_fn is not None else None
             loss, st = policy_loss(logp, mb.old_logp, mb.advantages, mb.mask, mb.seq_ids, ref_logp=ref,
                                    num_tokens=num_tokens, num_seqs=num_seqs, **dataclasses.asdict(settings.loss))
-            finite = finite and bool(torch.isfinite(loss))
+            finite = finite & torch.isfinite(loss)
             (loss * world_size).backward()
-        n = int(mb.mask.sum())
-        tok += n
-        sums["loss"] += float(loss.detach())      # this rank's share of the batch loss
-        sums["entropy"] += float(entropy[mb.mask].sum())
+        n = mb.mask.sum()
+        tok = tok + n
+        sums["loss"] = sums["loss"] + loss.detach().double()      # this rank's share of the batch loss
+        sums["entropy"] = sums["entropy"] + entropy[mb.mask].sum().double()
         for k in ("clip_fraction", "clip_high_fraction", "clip_low_fraction", "kl", "approx_kl_old", "ratio_mean"):
-            sums[k] += st[k] * n
-        ratio_max = max(ratio_max, st["ratio_max"])
-    stats = {k: (v if k == "loss" else v / max(tok, 1)) for k, v in sums.items()}
-    stats["ratio_max"] = ratio_max
-    stats["grad_norm"] = _clipped_grad_norm(optimizer, settings.grad_clip)
-    stats["_finite"] = finite and math.isfinite(stats["grad_norm"])
-    return stats
+            sums[k] = sums[k] + st[k] * n
+        ratio_max = torch.where(st["ratio_max"] > ratio_max, st["ratio_max"], ratio_max)    # max(), NaN not taken
+    grad_norm = _clipped_grad_norm(optimizer, settings.grad_clip)
+    return UpdateSums(**sums, tokens=tok, ratio_max=ratio_max, grad_norm=grad_norm,
+                      finite=finite & torch.isfinite(grad_norm))
 
 
-def _clipped_grad_norm(optimizer, grad_clip: float | None) -> float:
-    """The gradients' global norm (before clipping), clipping them to grad_clip when set."""
+def _clipped_grad_norm(optimizer, grad_clip: float | None) -> torch.Tensor:
+    """The gradients' global norm (before clipping) as a 0-d tensor, clipping them to grad_clip when set."""
     params = [p for g in optimizer.param_groups for p in g["params"]]
     if grad_clip is not None:
         gn = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     else:
         gn = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-    return float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)
+    return (gn.full_tensor() if hasattr(gn, "full_tensor") else gn).detach()

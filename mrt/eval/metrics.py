@@ -4,15 +4,7 @@
 - maj@k: majority vote over k samples' extracted answers (ties go to the answer seen first); the vote is correct when
   the winning answer was judged correct. With `num_shuffles` > 0 it is averaged over random orders of the samples,
   otherwise it uses the first k samples.
-- Normalised regret at a token budget C0 of one trace: `1 - (area under the J-vs-tokens curve on [0, C0]) / C0`,
-  against an oracle that always succeeds. The curve has one point per measurement (tokens, J), tokens counted as
-  prompt + prefix + mean answer tokens. Choices, all stated here:
-    * before the first point J is 0 (no answer exists with fewer tokens than the shortest measured context);
-    * between points the curve is linear (the trapezoid rule, docs/algorithm.md's default) or a step holding the
-      previous J (`interpolation="step"`);
-    * after the last point J stays at its last value (the trace has ended; its answer stands);
-    * the area is cut at C0, interpolating the curve there.
-- Cumulative regret over k episodes: `sum_j (1 - J_j)`; regret per episode is that divided by k.
+- Normalised, cumulative and per-episode regret: mrt.regret (the one definition training and evaluation share).
 """
 from __future__ import annotations
 
@@ -21,7 +13,9 @@ import random
 from collections import Counter
 from typing import Hashable, Sequence
 
-INTERPOLATIONS = ("linear", "step")
+# One regret for training and evaluation (mrt.regret, which imports neither torch nor matplotlib); re-exported here.
+from ..regret import (INTERPOLATIONS, area_under_curve, cumulative_regret, normalised_regret,  # noqa: F401
+                      regret_per_episode)
 
 
 def pass_at_1(rewards: Sequence[float]) -> float:
@@ -83,60 +77,6 @@ def maj_curve(answers: Sequence[Sequence[Hashable | None]], correct: Sequence[Se
     """[maj@1, ..., maj@n] with n the smallest number of samples of any problem."""
     n = min(len(a) for a in answers)
     return [maj_at_k(answers, correct, k, num_shuffles=num_shuffles, seed=seed) for k in range(1, n + 1)]
-
-
-def _check_curve(tokens: Sequence[float], J: Sequence[float]) -> None:
-    if len(tokens) != len(J):
-        raise ValueError(f"tokens has {len(tokens)} points but J has {len(J)}")
-    if len(tokens) == 0:
-        raise ValueError("the J curve has no points")
-    if any(b < a for a, b in zip(tokens, tokens[1:])):
-        raise ValueError(f"tokens must be non-decreasing, got {list(tokens)}")
-    if tokens[0] < 0:
-        raise ValueError(f"tokens must be >= 0, got {tokens[0]}")
-    if any(not 0.0 <= j <= 1.0 for j in J):
-        raise ValueError(f"J values must lie in [0, 1], got {list(J)}")
-
-
-def area_under_curve(tokens: Sequence[float], J: Sequence[float], budget: float, *,
-                     interpolation: str = "linear") -> float:
-    """Area under the J-vs-tokens curve on [0, budget] (the curve's conventions are in the module docstring)."""
-    _check_curve(tokens, J)
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-    if budget <= 0:
-        raise ValueError(f"budget must be > 0, got {budget}")
-    area = 0.0
-    for (x0, y0), (x1, y1) in zip(zip(tokens, J), zip(tokens[1:], J[1:])):
-        if x0 >= budget:
-            break
-        if x1 == x0:
-            continue
-        xe = min(x1, budget)
-        if interpolation == "linear":
-            ye = y0 + (y1 - y0) * (xe - x0) / (x1 - x0)  # the curve interpolated at the cut
-            area += 0.5 * (y0 + ye) * (xe - x0)
-        else:
-            area += y0 * (xe - x0)
-    if tokens[-1] < budget:  # flat at the last J after the trace's last point
-        area += J[-1] * (budget - tokens[-1])
-    return area
-
-
-def normalised_regret(tokens: Sequence[float], J: Sequence[float], budget: float, *,
-                      interpolation: str = "linear") -> float:
-    """1 - area / budget: 0 for a trace that is always right, 1 for one never right before budget."""
-    return 1.0 - area_under_curve(tokens, J, budget, interpolation=interpolation) / budget
-
-
-def cumulative_regret(J: Sequence[float]) -> float:
-    """sum_j (1 - J_j) over the episodes of one trace (docs/algorithm.md's regret against an always-right oracle)."""
-    return float(sum(1.0 - j for j in J))
-
-
-def regret_per_episode(J: Sequence[float]) -> float:
-    """Cumulative regret divided by the number of episodes (0 for a trace without episodes)."""
-    return cumulative_regret(J) / len(J) if len(J) else 0.0
 
 
 def mean(xs: Sequence[float]) -> float:

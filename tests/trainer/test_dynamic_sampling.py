@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from mrt.eval.metrics import normalised_regret
+from mrt.regret import normalised_regret
 from mrt.rollout_batch import RolloutBatch, Trace
+from mrt.sampling import group_spread, select_groups
 from mrt.seeds import derive_seed
-from mrt.trainer import Trainer, _group_spread, _select_groups
+from mrt.trainer import Trainer
 
 from .trainer_helpers import tiny_config
 
@@ -16,13 +17,13 @@ def _trace(group: int, reward: float, boundaries=(), J=(), n=10) -> Trace:
 
 
 def _mixed_groups(batch):
-    return _select_groups(batch, *_group_spread(batch))
+    return select_groups(batch, *group_spread(batch))
 
 
 def test_zero_variance_and_mixed_groups():
     batch = RolloutBatch.from_traces([_trace(0, 1.0), _trace(0, 1.0), _trace(1, 0.0), _trace(1, 1.0),
                                       _trace(2, 0.0), _trace(2, 0.0), _trace(3, 0.5)])
-    assert int((~_group_spread(batch)[1]).sum()) == 3  # groups 0 (all right), 2 (all wrong), 3 (one trace)
+    assert int((~group_spread(batch)[1]).sum()) == 3  # groups 0 (all right), 2 (all wrong), 3 (one trace)
     assert [t.group for t in _mixed_groups(batch).traces] == [1, 1]
 
 
@@ -48,17 +49,17 @@ def test_advantage_filter_keeps_mrt_progress_signal(tmp_path):
         _trace(4, 1.0, boundaries=[5], J=[0.75]), _trace(4, 1.0, boundaries=[5], J=[0.75])])   # identical traces
     for algo, want in (("mrt", [1, 2]), ("grpo", [2])):
         tr = Trainer(tiny_config(tmp_path / algo, "--rl.algo", algo, "--meta_prover.prompt_branches", "false"))
-        stats = tr._group_stats(batch)
-        assert sorted({t.group for t in tr._signal_groups(batch, stats).traces}) == want
-        counts = tr._signal_counts(stats)
+        stats = tr.sampler.group_stats(batch)
+        assert sorted({t.group for t in tr.sampler.signal_groups(batch, stats).traces}) == want
+        counts = tr.sampler.signal_counts(stats)
         assert counts["no_signal_groups"] == 5 - len(want)
         assert counts["tied_groups_with_signal"] == len(want) - 1
         # group 1's spread: its second trace's first episode gets alpha * J_0 = 1, its tail alpha * (1 - 1) = 0
         assert counts["tied_group_spread"] == pytest.approx(1.0 if algo == "mrt" else 0.0)
     outcome = Trainer(tiny_config(tmp_path / "outcome", "--rl.dynamic_sampling_filter", "outcome"))
-    assert sorted({t.group for t in outcome._signal_groups(batch).traces}) == [2]
+    assert sorted({t.group for t in outcome.sampler.signal_groups(batch).traces}) == [2]
     hard = Trainer(tiny_config(tmp_path / "hard", "--rl.dynamic_sampling_min_spread", "1.0"))
-    assert sorted({t.group for t in hard._signal_groups(batch).traces}) == [2]   # group 1's spread is not > 1
+    assert sorted({t.group for t in hard.sampler.signal_groups(batch).traces}) == [2]   # group 1's spread is not > 1
 
 
 @pytest.mark.parametrize("filter_", ["outcome", "advantage"])
@@ -72,13 +73,13 @@ def test_dynamic_sampling_keeps_only_groups_with_signal(tmp_path, filter_):
     first, _ = plain.rollout(0)
     batch, info = tr.rollout(0)
     assert 1 <= info["rounds"] <= 4 and info["prompts_generated"] == 4 * info["rounds"]
-    signal = tr._signal_groups(batch)
+    signal = tr.sampler.signal_groups(batch)
     if signal.traces:                     # some group had signal: the batch holds such groups only, at most B
         assert len(signal.traces) == len(batch.traces)
         assert len({t.group for t in batch.traces}) <= 4
     else:                                 # none in every round: the first round's batch stands
         assert info["rounds"] == 4 and len(batch.traces) == len(first.traces)
-    if len(tr._signal_groups(first).traces) == len(first.traces):
+    if len(tr.sampler.signal_groups(first).traces) == len(first.traces):
         assert info["rounds"] == 1        # nothing to replace: no extra generation
     if filter_ == "outcome":
         assert len(_mixed_groups(batch).traces) in (0, len(batch.traces))

@@ -39,8 +39,8 @@ def test_recompute_replaces_engine_logprobs_by_the_training_forward(tmp_path):
     # The first epoch's ratio is then 1 on every token: no clipping, ratio_mean 1.
     stats = run_update(tr.train_model, tr.model, tr.optimizer, micro, tr.update_settings, num_tokens=n,
                        num_seqs=len(batch))
-    assert stats["clip_fraction"] == 0.0 and abs(stats["ratio_mean"] - 1.0) < 1e-6
-    assert abs(stats["approx_kl_old"]) < 1e-6
+    assert stats.tokens == n and stats.clip_fraction == 0.0 and abs(stats.ratio_mean / n - 1.0) < 1e-6
+    assert abs(stats.approx_kl_old / n) < 1e-6
 
 
 def test_approx_kl_old_is_logged_either_way(tmp_path):
