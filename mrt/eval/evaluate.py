@@ -4,7 +4,8 @@
    (the budgets plus a grid every `curve_every` tokens) -> pass@1 and maj@k of the traces' own answers, mean tokens,
    accuracy at each budget, the J-vs-tokens curve of each trace.
 2. Normalised regret at each budget C0 (mean over traces of each trace's regret, docs/algorithm.md), and regret per
-   episode with fixed-chunk episodes of `curve_every` tokens (the grid points inside each trace).
+   episode with fixed-chunk episodes of `curve_every` tokens (the grid points inside each trace): mrt.regret, the
+   functions training uses.
 3. Optionally, extrapolation: rounds of forced further thinking with accuracy every few rounds.
 4. Optionally (`episode_markers`), the meta-prover at episode boundaries on the same traces: accuracy when the answer
    is forced after episode j, episodes a trace and the progress of each episode (mrt.eval.episode_forcing).
@@ -16,6 +17,7 @@ from typing import Any
 
 from mrt.config import ConfigError, EvalConfig
 from mrt.data import DataError, prompt_ids
+from mrt.regret import cumulative_regret, normalised_regret, regret_per_episode
 from mrt.seeds import derive_seed
 
 from . import metrics, stats
@@ -154,8 +156,8 @@ def _budget_metrics(traces, points: list[int], cfg: EvalConfig) -> dict[str, Any
     col = {p: j for j, p in enumerate(points)}
     # C0 counts the prompt too, as the curve's x does (docs/algorithm.md): C0 = prompt + budget. Each trace's curve
     # is defined in mrt.eval.budget_forcing (past its end, J is its own outcome).
-    regret_at = [metrics.mean([metrics.normalised_regret(*t.curve(), t.num_prompt_tokens + b,
-                                                         interpolation=cfg.regret_interpolation) for t in all_traces])
+    regret_at = [metrics.mean([normalised_regret(*t.curve(), t.num_prompt_tokens + b,
+                                                 interpolation=cfg.regret_interpolation) for t in all_traces])
                  for b in cfg.budgets]
     # Episodes of fixed chunks: J at the grid points inside the trace, then the point at or past its end closes the
     # last (maybe partial) chunk: the own outcome of a trace that stopped, the last forced answer of one cut off.
@@ -163,8 +165,8 @@ def _budget_metrics(traces, points: list[int], cfg: EvalConfig) -> dict[str, Any
     for t in all_traces:
         inside = sum(p < t.num_output_tokens for p in points)
         js = t.J[:inside + 1]
-        per_episode.append(metrics.regret_per_episode(js))
-        cumulative.append(metrics.cumulative_regret(js))
+        per_episode.append(regret_per_episode(js))
+        cumulative.append(cumulative_regret(js))
     return {
         "budgets": list(cfg.budgets),
         "accuracy_at_budget": [metrics.mean([t.J[col[b]] for t in all_traces]) for b in cfg.budgets],
