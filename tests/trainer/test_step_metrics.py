@@ -90,3 +90,22 @@ def test_sum_over_ranks_by_name():
     assert sum_over_ranks(ranks, {"tokens": 5, "non_finite": torch.tensor(False)}) == {"tokens": 15.0,
                                                                                       "non_finite": 0.0}
     assert ranks.reductions == 1
+
+
+def test_loss_statistics_stay_on_the_device(monkeypatch):
+    """policy_loss's statistics are tensors: nothing is read to the host per micro-batch (the step reads its sums
+    once). Every way of reading a tensor's value raises while the loss runs."""
+    from mrt.loss import policy_loss
+
+    def read(*a, **k):
+        raise AssertionError("a tensor was read to the host")
+    g = torch.Generator().manual_seed(0)
+    logp = (-torch.rand(7, generator=g, dtype=torch.float64)).requires_grad_(True)
+    old, adv = logp.detach() - 0.1, torch.randn(7, generator=g, dtype=torch.float64)
+    mask, seq = torch.tensor([1, 1, 1, 0, 1, 1, 0], dtype=torch.bool), torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, read)
+    loss, st = policy_loss(logp, old, adv, mask, seq, ref_logp=old, kl_coef=0.1, num_tokens=5, num_seqs=2)
+    monkeypatch.undo()
+    assert all(isinstance(v, torch.Tensor) and v.dtype == torch.float64 for v in st.values())
+    assert float(st["num_tokens"]) == 5.0 and 0.0 <= float(st["clip_fraction"]) <= 1.0
