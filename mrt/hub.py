@@ -104,7 +104,7 @@ def check_model_folder(path: str, key: str = "model.path") -> dict:
 
 def load_model(path, *, dtype="float32", device="cpu", key: str = "model.path"):
     """The model of a local folder: CausalLM.from_pretrained(path) with the folder's problems as one-line
-    ModelFolderErrors naming key. The one loader: training, generation, evaluation and the checks all load through it."""
+    ModelFolderErrors naming key. The one loader: training, generation, evaluation and the checks load through it."""
     from .models import CausalLM, CheckpointError
     check_model_folder(path, key)
     try:

@@ -55,16 +55,16 @@ def check_context(cfg: EvalConfig, prompts: list[list[int]], termination_ids: li
     need = longest + cfg.max_budget + len(termination_ids) + cfg.answer_tokens
     if cfg.max_budget >= max_context or need > max_context:
         raise ConfigError(f"budget {cfg.max_budget} is larger than the model's context allows: the longest prompt "
-                         f"({longest}) + budget ({cfg.max_budget}) + termination text ({len(termination_ids)}) + answer "
-                         f"({cfg.answer_tokens}) = {need} tokens > {max_context} (max_position_embeddings); lower "
-                         f"--budgets or --answer-tokens")
+                          f"({longest}) + budget ({cfg.max_budget}) + termination text ({len(termination_ids)}) + "
+                          f"answer ({cfg.answer_tokens}) = {need} tokens > {max_context} (max_position_embeddings); "
+                          f"lower --budgets or --answer-tokens")
     if cfg.extrapolation_rounds:
         need = longest + (cfg.extrapolation_rounds + 1) * (cfg.round_tokens + 8) + len(termination_ids) \
             + cfg.answer_tokens
         if need > max_context:
             raise ConfigError(f"extrapolation needs up to {need} tokens ({cfg.extrapolation_rounds + 1} rounds of "
-                             f"{cfg.round_tokens}) > the model's context {max_context}; lower --extrapolation-rounds "
-                             f"or --round-tokens")
+                              f"{cfg.round_tokens}) > the model's context {max_context}; lower --extrapolation-rounds "
+                              f"or --round-tokens")
 
 
 def _stop_ids(engine, tokenizer) -> list[int]:

@@ -25,7 +25,7 @@ def model_context(path: str) -> int:
 def check_budget(cfg: EvalConfig, name: str, max_context: int) -> None:
     if cfg.max_budget >= max_context:
         raise ConfigError(f"budget {cfg.max_budget} is larger than model {name}'s context of {max_context} tokens "
-                         f"(max_position_embeddings); lower --budgets")
+                          f"(max_position_embeddings); lower --budgets")
 
 
 def load_engine(path: str, cfg: EvalConfig):
