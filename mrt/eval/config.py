@@ -15,10 +15,8 @@ from pathlib import Path
 
 import yaml
 
-# The settings are the `evaluate:` section of the one config tree; the termination texts are the trainer's (one per
-# model family, mrt.termination): R1's for math files.
-from mrt.config import EXTRAPOLATION_MARKERS, ConfigError, EvalConfig  # noqa: F401 (re-exported)
-from mrt.termination import R1_TERMINATION_TEXT  # noqa: F401 (re-exported)
+# The settings are the `evaluate:` section of the one config tree (mrt.config), re-exported here for the CLI's users.
+from mrt.config import ConfigError, EvalConfig
 
 _LISTS = ("models", "data", "markers", "think_end", "episode_markers")     # lists of strings
 _OPTIONAL_INTS = ("limit", "curve_every", "episode_max")                   # int | None
