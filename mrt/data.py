@@ -308,7 +308,6 @@ def write_skip_report(datasets: dict[str, PromptDataset], out_dir: str) -> str |
     return path
 
 
-
 @dataclass
 class RunData:
     """A run's prompts: the training set, the held-out problems, and every source read (name -> dataset; their dropped
