@@ -108,7 +108,9 @@ def run(cfg: dict) -> dict:
     for name, backend in (("fused (auto)", None), ("reference", "reference")):
         step(backend)                                                  # warm-up: Triton compiles
         stats, seconds, peak, grads[name] = step(backend)
-        rows.append(dict(backend=name, loss=stats["loss"], grad_norm=stats["grad_norm"], entropy=stats["entropy"],
+        # UpdateSums: the loss is the step's total, entropy a sum over the completion tokens
+        rows.append(dict(backend=name, loss=float(stats.loss), grad_norm=float(stats.grad_norm),
+                         entropy=float(stats.entropy / stats.tokens.clamp_min(1)),
                          seconds=round(seconds, 4), peak_mb=None if peak is None else round(peak, 1)))
     fused, ref = rows
     gf, gr = grads["fused (auto)"], grads["reference"]
