@@ -49,9 +49,9 @@ def main():
     torch.manual_seed(0)
     arch = s["arch"]
     config = ArchConfig(architecture=f"{arch}ForCausalLM", vocab_size=s["vocab"], hidden_size=s["hidden"],
-                         intermediate_size=s["inter"], num_layers=s["layers"], num_heads=s["heads"],
-                         num_kv_heads=s["kv"], head_dim=s["hidden"] // s["heads"], max_position_embeddings=8192,
-                         qkv_bias=arch == "Qwen2", tie_word_embeddings=True)
+                        intermediate_size=s["inter"], num_layers=s["layers"], num_heads=s["heads"],
+                        num_kv_heads=s["kv"], head_dim=s["hidden"] // s["heads"], max_position_embeddings=8192,
+                        qkv_bias=arch == "Qwen2", tie_word_embeddings=True)
     ours = CausalLM.from_config(config, dtype=s["dtype"], device=s["device"])
     hf_config = getattr(transformers, f"{arch}Config")(**{k: v for k, v in config.to_hf_dict().items()
                                                           if k not in ("architectures",)})

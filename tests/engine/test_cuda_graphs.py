@@ -12,20 +12,16 @@ import pytest
 import torch
 
 from mrt.config import load_config
-from mrt.models import ArchConfig, CausalLM
+from mrt.models import CausalLM
 from mrt.rollout import Engine, SamplingParams
 from mrt.rollout.cuda_graphs import DecodeGraphs, bucket_sizes
 from tests.engine import test_engine_stress as stress
-from tests.tiny_hf import unit_scale_weights_
+from tests.tiny_hf import tiny_qwen2
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(7)
-    cfg = ArchConfig(architecture="Qwen2ForCausalLM", vocab_size=stress.VOCAB, hidden_size=32, intermediate_size=48,
-                      num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=128,
-                      qkv_bias=True, tie_word_embeddings=True, eos_token_ids=[0])
-    return unit_scale_weights_(CausalLM.from_config(cfg)).eval()
+    return tiny_qwen2(stress.VOCAB, seed=7)
 
 
 def _run(model, seed: int, temperature: float, num_blocks: int, cuda_graphs: bool | None, pad: bool = False):

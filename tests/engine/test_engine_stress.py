@@ -18,9 +18,8 @@ import random
 import pytest
 import torch
 
-from mrt.models import ArchConfig, CausalLM
 from mrt.rollout import Engine, ForkRequest, SamplingParams
-from tests.tiny_hf import unit_scale_weights_
+from tests.tiny_hf import tiny_qwen2
 
 VOCAB = 61
 BLOCK = 4
@@ -28,11 +27,7 @@ BLOCK = 4
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(7)
-    cfg = ArchConfig(architecture="Qwen2ForCausalLM", vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
-                      num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=128,
-                      qkv_bias=True, tie_word_embeddings=True, eos_token_ids=[0])
-    return unit_scale_weights_(CausalLM.from_config(cfg)).eval()
+    return tiny_qwen2(VOCAB, seed=7)
 
 
 def _workload(seed: int, temperature: float):

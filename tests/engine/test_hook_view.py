@@ -16,9 +16,8 @@ import torch
 from mrt.episodes import fixed_segmenter, markers_segmenter
 from mrt.eval.budget_forcing import BudgetHook, _chain
 from mrt.meta_prover import BranchTag, MetaProver
-from mrt.models import ArchConfig, CausalLM
 from mrt.rollout import Engine, ForkRequest, GenerationStats, SamplingParams, Sequence, SequenceView
-from tests.tiny_hf import unit_scale_weights_
+from tests.tiny_hf import tiny_qwen2
 
 VOCAB = 61
 SHORT = 64     # the longest slice a hook step may take of a trace (a segmenter's window, the new tokens)
@@ -35,11 +34,7 @@ class _NoLongSlices(list):
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(3)
-    cfg = ArchConfig(architecture="Qwen2ForCausalLM", vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
-                      num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=128,
-                      qkv_bias=True, tie_word_embeddings=True, eos_token_ids=[0])
-    return unit_scale_weights_(CausalLM.from_config(cfg)).eval()
+    return tiny_qwen2(VOCAB, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from mrt.rollout.runner import INITIAL_BLOCKS, kv_cache_bytes_per_block
 
 def _model(num_layers: int) -> CausalLM:
     cfg = ArchConfig(architecture="LlamaForCausalLM", vocab_size=256, hidden_size=64, intermediate_size=64,
-                      num_layers=num_layers, num_heads=9, num_kv_heads=3, head_dim=64, max_position_embeddings=8192,
-                      tie_word_embeddings=True, eos_token_ids=[0])
+                     num_layers=num_layers, num_heads=9, num_kv_heads=3, head_dim=64, max_position_embeddings=8192,
+                     tie_word_embeddings=True, eos_token_ids=[0])
     return CausalLM.from_config(cfg, std=0.3, generator=torch.Generator().manual_seed(0)).eval()
 
 

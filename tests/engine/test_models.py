@@ -253,8 +253,8 @@ def test_save_pretrained_round_trip_loads_in_transformers(hf_folder, tmp_path):
                                         ("Qwen3ForCausalLM", dict(qk_norm=True))])
 def test_model_built_from_config_saves_for_transformers(arch, extra, tmp_path, seed):
     config = ArchConfig(architecture=arch, vocab_size=VOCAB, hidden_size=32, intermediate_size=40, num_layers=2,
-                         num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=128, eos_token_ids=[5, 7],
-                         **extra)
+                        num_heads=4, num_kv_heads=2, head_dim=8, max_position_embeddings=128, eos_token_ids=[5, 7],
+                        **extra)
     model = CausalLM.from_config(config, std=0.3, generator=torch.Generator().manual_seed(seed))
     model.save_pretrained(tmp_path)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
