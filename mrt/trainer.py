@@ -54,7 +54,6 @@ from .step_metrics import StepSums, UpdateSums, progress_by_episode, step_record
 from .update import UpdateSettings, make_optimizer, make_scheduler, recompute_old_logp, run_update
 
 MAX_BAD_STEPS = 3
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class TrainingStopped(UserError, RuntimeError):
@@ -70,7 +69,7 @@ class Trainer:
         # Model folder and tokenizer first, then the data: a user's mistake in any of them ends the run before the
         # engine is sized or a step is taken (one-line errors, mrt.errors). A hub id is downloaded (mrt.hub).
         path = resolve_model_path(cfg.model.path, revision=cfg.model.revision)
-        dtype = _DTYPES[cfg.model.dtype]
+        dtype = cfg.model.dtype             # a name; the loader maps it (CausalLM.from_pretrained)
         self.model = load_model(path, dtype=dtype, device=d.device)
         # model.lora: adapters on the target linears, the rest frozen (None: full fine-tuning; mrt.models.lora)
         self.lora = apply_lora(self.model, cfg.model.lora, path, seed=derive_seed("lora-init", cfg.seed))
